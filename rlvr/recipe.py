@@ -1,0 +1,119 @@
+"""The recipe schema: one YAML file = model + task + stage configs. `rlvr train RECIPE.yaml k=v ...`.
+
+Each section is a typed config with a one-line doc per field; unknown keys and wrong types are one-line
+errors naming the key. Cross-field checks live here, not in the trainers.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import model_validator
+
+from rlvr.config import Config, load_config
+from rlvr.trainers.grpo import GRPOConfig
+from rlvr.trainers.sft import SFTConfig
+
+
+class ModelConfig(Config):
+    path: str = "tiny"
+    """HF model dir / hub name, or `tiny` for the embedded 0.86M-param char-level Llama"""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """parameter dtype (keep float32 master weights and use bf16 autocast on CPU)"""
+
+
+class VerifierSpec(Config):
+    name: str
+    """registered verifier name"""
+    weight: float = 1.0
+    """weight in the task's reward sum"""
+    options: dict[str, Any] = {}
+    """verifier options"""
+
+
+class TaskConfig(Config):
+    name: str = "arithmetic"
+    """registered task name or a path to a task YAML file"""
+    options: dict[str, Any] = {}
+    """task knobs, e.g. {digits: 2, reverse_answer: true}"""
+    train_split: str = "train"
+    """split that SFT and RL prompts come from"""
+    eval_split: str = "test"
+    """held-out split for evaluation"""
+    eval_limit: int | None = 200
+    """held-out prompts used by evals (None: all)"""
+    data_dir: str | None = None
+    """user data dir (else RLVR_DATA_DIR, else the vendored copy)"""
+    extra_verifiers: list[VerifierSpec] = []
+    """verifiers added to the task's own (e.g. a format reward), with their weights"""
+
+
+class RolloutConfig(Config):
+    backend: str = "hf"
+    """rollout engine: hf (or vllm where installed)"""
+    bf16: bool = True
+    """bf16 autocast during generation"""
+
+
+class SFTStageConfig(SFTConfig):
+    examples: int | None = None
+    """labelled examples SFT may use (first N of a seeded shuffle of the train split); RL gets the rest"""
+    target: str = "{solution}"
+    """completion template over the example's fields (`gold`, `question`, meta fields)"""
+
+
+class EvalConfig(Config):
+    n: int = 8
+    """samples per prompt for sampled pass@k"""
+    ks: list[int] = [1, 8]
+    """k values reported"""
+    temperature: float = 1.0
+    """sampling temperature for pass@k (greedy pass@1 is always reported too)"""
+    max_new_tokens: int = 64
+    """completion budget at eval"""
+
+
+class ControlConfig(Config):
+    enabled: bool = False
+    """also continue SFT from the same start with labelled data for the same compute as RL"""
+    batch_size: int = 64
+    """control SFT batch size"""
+
+
+class Recipe(Config):
+    name: str = "run"
+    """run name"""
+    description: str = ""
+    """what this recipe does"""
+    paper: str = ""
+    """the paper it follows, and how it differs"""
+    seed: int = 0
+    """one seed for data order, init and sampling"""
+    output_dir: str = "runs/{name}"
+    """where checkpoints, metrics, plots and the report go"""
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    sft: SFTStageConfig = SFTStageConfig(enabled=False)
+    grpo: GRPOConfig = GRPOConfig(enabled=False)
+    control: ControlConfig = ControlConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Recipe":
+        if not (self.sft.enabled or self.grpo.enabled):
+            raise ValueError("enable at least one of sft / grpo")
+        if any(k < 1 or k > self.eval.n for k in self.eval.ks):
+            raise ValueError(f"eval.ks {self.eval.ks} must lie in 1..eval.n={self.eval.n}")
+        if self.control.enabled and not self.grpo.enabled:
+            raise ValueError("control.enabled compares against RL: it needs grpo.enabled")
+        if self.grpo.enabled and self.grpo.group_size < 2:
+            raise ValueError("grpo.group_size must be >= 2 (advantages are relative within a group)")
+        return self
+
+    @property
+    def out_dir(self) -> str:
+        return self.output_dir.format(name=self.name)
+
+
+def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:
+    return load_config(Recipe, path, overrides)

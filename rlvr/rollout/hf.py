@@ -1,0 +1,254 @@
+"""Rollout backend on Hugging Face `model.generate`: batched, left-padded, KV-cached sampling.
+
+Which distribution the logprobs come from (what a trainer's importance ratio needs):
+
+    logprobs[i] = log_softmax(logits_i / T)[token_i]          (T = params.temperature; T = 1 when greedy)
+
+where logits_i are the model's raw next-token logits (fp32 copy, as `generate` makes them). They are recorded by
+a logits processor that runs *before* the temperature / top-k / top-p warpers, i.e. they are log pi_theta at
+temperature T over the full vocabulary -- not the truncated top-k/top-p distribution the token was drawn from
+(the two agree when top_k = 0 and top_p = 1, the RL default), and not renormalised by the `min_new_tokens` EOS
+mask (also applied after recording). This is what `output_logits` + log_softmax(logits / T) would give, but it
+keeps one [batch, vocab] tensor alive instead of one per step.
+
+Sampling is pure: the model's own `generation_config` defaults (repetition penalty, top-k 50, ...) are overridden.
+The engine can share the trainer's module: `update_weights(same_module)` is then a no-op; it puts the module in
+eval mode while generating and restores its previous mode afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
+    StoppingCriteriaList
+from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor
+
+from rlvr.rollout.base import Rollout, SamplingParams, register_engine
+
+__all__ = ["HFEngine"]
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """Records log_softmax(scores / T) of each step and, one step later, gathers the sampled token from it.
+
+    Called once per generated position with input_ids [batch, prompt + step]: the last column is the token drawn
+    from the previous call's distribution. Only the latest [batch, vocab] log-probs are kept.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.prev: torch.Tensor | None = None           # [batch, vocab] log-probs of the pending step
+        self.steps: list[torch.Tensor] = []              # per step: [batch] log-prob of the sampled token
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prev is not None:
+            self.steps.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.prev = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def logprobs(self, completions: torch.LongTensor) -> torch.Tensor:
+        """completions [batch, L] -> [batch, L] float32 log-probs of those tokens."""
+        length = completions.shape[1]
+        steps = self.steps[:length]
+        if len(steps) < length:                          # the final token's distribution is still pending
+            steps = steps + [self.prev.gather(1, completions[:, -1:]).squeeze(1)]
+        return torch.stack(steps, dim=1) if steps else completions.new_zeros((completions.shape[0], 0)).float()
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Stops a row once the decoded tail of its completion contains a stop string; remembers the step.
+
+    Decodes only the last `window` completion tokens of unfinished rows each step (enough tokens to spell the
+    longest stop string even with byte-level tokens), so the cost is O(batch * window) per step.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, tuple(stops), prompt_len
+        self.window = 4 * max(len(s) for s in stops) + 4
+        self.hit_step: list[int] | None = None          # per row: completion index that completed a stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        batch, step = input_ids.shape[0], input_ids.shape[1] - self.prompt_len - 1
+        if self.hit_step is None:
+            self.hit_step = [-1] * batch
+        rows = [i for i in range(batch) if self.hit_step[i] < 0]
+        if rows:
+            start = max(self.prompt_len, input_ids.shape[1] - self.window)
+            tails = self.tokenizer.batch_decode(input_ids[rows, start:].tolist(), skip_special_tokens=True)
+            for i, tail in zip(rows, tails):
+                if any(s in tail for s in self.stops):
+                    self.hit_step[i] = step
+        done = [h >= 0 for h in self.hit_step]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@register_engine("hf")
+class HFEngine:
+    """`RolloutEngine` over any HF causal LM.
+
+    model: a `PreTrainedModel` (shared with the trainer, not copied) or a path / hub id to load (onto CUDA
+        when available, unless `device` says otherwise; `dtype` e.g. "bfloat16" applies to loading only).
+    tokenizer: required with a module; loaded from the path otherwise.
+    max_batch_sequences: most sequences (prompts x n) per `generate` call; larger requests are chunked.
+    autocast_bf16: run generation under bf16 autocast (useful on CPUs with bf16 support).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_sequences: int = 256,
+                 autocast_bf16: bool = False, device: str | None = None, dtype: str | None = None):
+        if isinstance(model, (str, Path)):
+            model, tokenizer = _load(str(model), tokenizer, dtype)
+            device = device or ("cuda" if torch.cuda.is_available() else None)
+        if tokenizer is None:
+            raise ValueError("HFEngine: pass the tokenizer together with a model object")
+        if device is not None:
+            model = model.to(device)
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch_sequences = max(1, int(max_batch_sequences))
+        self.autocast_bf16 = autocast_bf16
+        self.eos_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+
+    # ----------------------------------------------------------------------------------------------- public
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Rollout]]:
+        if self.model is None:
+            raise RuntimeError("HFEngine.generate called after close()")
+        encoded = [self._encode(p) for p in prompts]
+        n_gen = 1 if params.greedy else params.n            # greedy samples are identical: decode once, copy
+        per_chunk = max(1, self.max_batch_sequences // n_gen)
+        out: list[list[Rollout]] = []
+        with self._generation_mode(params.seed):
+            for start in range(0, len(encoded), per_chunk):
+                out.extend(self._generate_chunk(encoded[start:start + per_chunk], params, n_gen))
+        if n_gen != params.n:
+            out = [group * params.n for group in out]
+        return out
+
+    def update_weights(self, model_or_state_dict: Any) -> None:
+        """No-op for the shared module; otherwise copy a module's (or a state dict's) tensors into ours."""
+        if model_or_state_dict is self.model:
+            return
+        state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, torch.nn.Module) \
+            else model_or_state_dict
+        self.model.load_state_dict(state, strict=True)
+
+    def close(self) -> None:
+        self.model = None
+
+    # ---------------------------------------------------------------------------------------------- private
+    def _encode(self, prompt: str) -> list[int]:
+        # Chat templates already write the BOS token; adding it again would double it.
+        bos = getattr(self.tokenizer, "bos_token", None)
+        add_special = not (bos and prompt.startswith(bos))
+        ids = self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+        if not ids:
+            raise ValueError(f"prompt {prompt[:40]!r} encodes to zero tokens")
+        return list(ids)
+
+    @contextlib.contextmanager
+    def _generation_mode(self, seed: int | None) -> Iterator[None]:
+        """Eval mode (no dropout) + optional seeded RNG that leaves the caller's RNG state untouched."""
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        devices = [device] if device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
+        try:
+            with rng:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _generation_config(self, params: SamplingParams) -> GenerationConfig:
+        # Every knob that shapes the distribution is set explicitly: generate() fills unset (None) fields from the
+        # model's own generation_config. Greedy ignores the warpers, so they stay unset there (no HF warnings).
+        warpers = {} if params.greedy else dict(
+            temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, min_p=0.0, typical_p=1.0,
+            epsilon_cutoff=0.0, eta_cutoff=0.0)
+        return GenerationConfig(
+            do_sample=not params.greedy, **warpers, repetition_penalty=1.0, no_repeat_ngram_size=0, num_beams=1,
+            num_return_sequences=1, max_new_tokens=params.max_new_tokens, min_new_tokens=0,
+            eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id, use_cache=True,
+            return_dict_in_generate=False)
+
+    def _generate_chunk(self, prompt_ids: list[list[int]], params: SamplingParams,
+                        n_gen: int) -> list[list[Rollout]]:
+        rows = [ids for ids in prompt_ids for _ in range(n_gen)]         # grouped: p0 x n, p1 x n, ...
+        input_ids, attention_mask = self._left_pad(rows)                  # [B, P] each
+        prompt_len = input_ids.shape[1]
+        recorder = _LogprobRecorder(params.temperature)
+        processors = [recorder]
+        if params.min_new_tokens and self.eos_ids:
+            processors.append(MinNewTokensLengthLogitsProcessor(
+                prompt_len, params.min_new_tokens, self.eos_ids, device=str(input_ids.device)))
+        stopper = _StopOnStrings(self.tokenizer, params.stop, prompt_len) if params.stop else None
+        autocast = torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16)
+        with autocast:
+            sequences = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask,
+                generation_config=self._generation_config(params),
+                logits_processor=LogitsProcessorList(processors),
+                stopping_criteria=StoppingCriteriaList([stopper] if stopper else []))
+        completions = sequences[:, prompt_len:]                           # [B, L]
+        logprobs = recorder.logprobs(completions)                         # [B, L]
+        hits = stopper.hit_step if stopper and stopper.hit_step else [-1] * len(rows)
+        flat = [self._rollout(ids, comp, lp, hit, params)
+                for ids, comp, lp, hit in zip(rows, completions.tolist(), logprobs.tolist(), hits)]
+        return [flat[i:i + n_gen] for i in range(0, len(flat), n_gen)]
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        device = next(self.model.parameters()).device
+        return ids.to(device), mask.to(device)
+
+    def _rollout(self, prompt_ids: list[int], comp: list[int], logprobs: list[float], stop_hit: int,
+                 params: SamplingParams) -> Rollout:
+        """Cut one row at its first EOS (kept) or stop-string token (kept); everything after is padding."""
+        eos_at = next((i for i, t in enumerate(comp) if t in self.eos_ids), -1)
+        ends = [e for e in (eos_at, stop_hit) if e >= 0]
+        end = min(ends) + 1 if ends else len(comp)
+        finish = "stop" if ends else "length"
+        comp, logprobs = comp[:end], logprobs[:end]
+        text = self.tokenizer.decode(comp, skip_special_tokens=True)
+        stop_str = None
+        if stop_hit >= 0 and (eos_at < 0 or stop_hit < eos_at):
+            text, stop_str = _cut_at_stop(text, params.stop, params.include_stop_str_in_output)
+        return Rollout(prompt_ids=prompt_ids, completion_ids=comp, text=text, logprobs=logprobs,
+                       finish_reason=finish, stop_str=stop_str)
+
+
+def _cut_at_stop(text: str, stops: Sequence[str], include: bool) -> tuple[str, str | None]:
+    """Cut `text` at the stop string whose first occurrence ends earliest (the one that stopped generation)."""
+    found = [(text.find(s) + len(s), s) for s in stops if s in text]
+    if not found:
+        return text, None
+    end, stop = min(found)
+    return (text[:end] if include else text[:end - len(stop)]), stop
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    gen_cfg = getattr(model, "generation_config", None)
+    for value in (getattr(gen_cfg, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if v is not None and int(v) not in ids:
+                ids.append(int(v))
+    return ids
+
+
+def _load(path: str, tokenizer: Any, dtype: str | None) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return model, tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)

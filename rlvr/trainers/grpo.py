@@ -1,0 +1,323 @@
+"""GRPO and its relatives (Dr. GRPO, RLOO, REINFORCE++, DAPO tricks) in one straight training step.
+
+How this departs from textbook GRPO (Shao et al. 2024, arXiv:2402.03300) — every departure is a config knob:
+- the advantage estimator is looked up by name (`grpo`, `dr_grpo`, `rloo`, `reinforce_pp`; rlvr/algos);
+- clip-higher (separate clip_low/clip_high) and optional dual clip (DAPO, arXiv:2503.14476);
+- dynamic sampling: groups whose rewards have zero spread carry no signal and are dropped, and sampling goes on
+  (bounded rounds) until the batch is full (DAPO);
+- overlong completions can be masked out of the loss or softly penalised (DAPO);
+- the KL to a frozen reference is optional (beta=0 loads no reference), as a loss term or a reward penalty;
+- loss aggregation mode is a knob (token_mean / seq_mean_token_sum / seq_mean_token_mean / dr_grpo).
+The trainer never branches on an algorithm's name; it only looks names up.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+
+from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
+from rlvr.config import Config
+from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
+                                  check_finite, clip_and_check, completion_logprobs, micro_batches, pack)
+from rlvr.trainers.logger import MetricsLogger
+
+
+class GRPOConfig(Config):
+    enabled: bool = True
+    """run this stage at all"""
+    steps: int = 40
+    """optimizer steps (one batch of groups each, times mu inner iterations)"""
+    prompts_per_step: int = 32
+    """groups per batch"""
+    group_size: int = 8
+    """completions sampled per prompt (G)"""
+    temperature: float = 1.0
+    """sampling temperature (log-probs are computed at the same temperature)"""
+    top_p: float = 1.0
+    """nucleus sampling"""
+    max_new_tokens: int = 64
+    """completion budget; hitting it marks the completion truncated"""
+    lr: float = 1e-6
+    """peak learning rate (AdamW)"""
+    weight_decay: float = 0.0
+    """decoupled weight decay on matrices"""
+    warmup_steps: int = 0
+    """linear warm-up steps"""
+    schedule: str = "constant"
+    """constant | linear | cosine"""
+    grad_clip: float | None = 1.0
+    """max global grad norm"""
+    advantage: str = "grpo"
+    """advantage estimator name (rlvr.algos registry)"""
+    advantage_options: dict[str, Any] = {}
+    """extra keyword options for the estimator, e.g. {scale_by_std: false}"""
+    policy_loss: str = "ppo_clip"
+    """policy loss name (rlvr.algos registry)"""
+    clip_low: float = 0.2
+    """ε_low: ratio floor 1-ε_low"""
+    clip_high: float = 0.28
+    """ε_high: ratio ceiling 1+ε_high (clip-higher when > clip_low)"""
+    dual_clip: float | None = None
+    """dual-clip constant c > 1 for negative advantages (None: off)"""
+    loss_agg: str = "token_mean"
+    """token_mean | seq_mean_token_sum | seq_mean_token_mean | dr_grpo"""
+    beta: float = 0.0
+    """KL coefficient to the frozen reference (0: no reference model is loaded)"""
+    kl_estimator: str = "k3"
+    """k1 | k2 | k3"""
+    kl_mode: Literal["loss", "reward"] = "loss"
+    """KL as a loss term, or subtracted from the sequence reward"""
+    mu: int = 1
+    """inner iterations over each batch (old log-probs stored from the first)"""
+    micro_batch: int = 64
+    """sequences per forward/backward (gradient accumulation inside one optimizer step)"""
+    dynamic_sampling: bool = True
+    """drop zero-spread groups and refill the batch"""
+    max_sampling_rounds: int = 3
+    """bound on generation rounds per step when refilling"""
+    overlong: Literal["none", "mask", "penalty"] = "none"
+    """truncated completions: keep / mask out of the loss / soft penalty"""
+    overlong_buffer: int = 4
+    """soft-penalty band: the penalty ramps from 0 to -1 over the last this-many tokens"""
+    tis_cap: float | None = None
+    """truncated importance-sampling cap for sampler/trainer log-prob mismatch (None: off)"""
+    bf16: bool = True
+    """bf16 autocast with fp32 master weights"""
+    verify_timeout: float = 5.0
+    """per-call verifier deadline (seconds)"""
+    eval_every: int = 10
+    """steps between held-out greedy evals (0: never)"""
+    checkpoint_every: int = 10
+    """steps between checkpoints (0: only at the end)"""
+    keep_last: int = 2
+    """checkpoints kept"""
+
+
+def soft_overlong_penalty(length: int, max_len: int, buffer: int) -> float:
+    """DAPO soft overlong punishment: 0 for L <= L_max - buffer, then ((L_max - buffer) - L) / buffer down to -1."""
+    start = max_len - buffer
+    if length <= start or buffer <= 0:
+        return 0.0
+    return max(-1.0, (start - length) / buffer)
+
+
+class PromptStream:
+    """Seeded, epoch-shuffled prompt order; the cursor is all the state a resume needs."""
+
+    def __init__(self, n: int, seed: int, cursor: int = 0):
+        self.n, self.seed, self.cursor = n, seed, cursor
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        for _ in range(k):
+            epoch, offset = divmod(self.cursor, self.n)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            out.append(int(perm[offset]))
+            self.cursor += 1
+        return out
+
+
+@dataclass
+class Batch:
+    """One step's training data, flattened group-major: rows [g*G:(g+1)*G] belong to group g."""
+
+    packed: PackedBatch
+    rewards: torch.Tensor         # [B] scalar reward per completion (weighted verifiers, shaped)
+    group_ids: torch.Tensor       # [B]
+    sampler_logp: torch.Tensor    # [B, C] log-probs reported by the rollout engine
+    metrics: dict[str, float]
+
+
+def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig, tokenizer) -> Batch:
+    """Sample G completions per prompt, verify, and (dynamic sampling) keep only groups with reward spread."""
+    from rlvr.rollout import SamplingParams
+
+    params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens)
+    kept: list[tuple[list, list]] = []   # (rollouts, scores) per kept group
+    all_scores, n_groups, dropped, t_gen, t_ver = [], 0, 0, 0.0, 0.0
+    for _ in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
+        idx = stream.take(cfg.prompts_per_step - len(kept))
+        exs = [examples[i] for i in idx]
+        t0 = time.time()
+        groups = engine.generate([task.render(e, tokenizer) for e in exs], params)
+        t1 = time.time()
+        flat = [r for g in groups for r in g]
+        scores = task.score([r.text for r in flat], [e for e in exs for _ in range(cfg.group_size)],
+                            truncated=[r.finish_reason == "length" for r in flat],
+                            num_tokens=[len(r.completion_ids) for r in flat], timeout=cfg.verify_timeout)
+        t_ver += time.time() - t1
+        t_gen += t1 - t0
+        all_scores += scores
+        for g, rollouts in enumerate(groups):
+            sc = scores[g * cfg.group_size:(g + 1) * cfg.group_size]
+            n_groups += 1
+            if cfg.dynamic_sampling and len({round(s.reward, 9) for s in sc}) == 1:
+                dropped += 1
+                continue
+            kept.append((rollouts, sc))
+        if len(kept) >= cfg.prompts_per_step:
+            break
+    rollouts = [r for rs, _ in kept for r in rs]
+    scores = [s for _, sc in kept for s in sc]
+    metrics = _rollout_metrics(all_scores, task, cfg)
+    metrics.update({"sampling/groups": n_groups, "sampling/dropped_groups": dropped,
+                    "sampling/kept_groups": len(kept), "time/generate_s": t_gen, "time/verify_s": t_ver})
+    if not kept:
+        return Batch(None, torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, 0), metrics)
+    packed = pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tokenizer.pad_token_id)
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    if cfg.overlong == "penalty":
+        rewards += torch.tensor([soft_overlong_penalty(len(r.completion_ids), cfg.max_new_tokens,
+                                                       cfg.overlong_buffer) for r in rollouts])
+    if cfg.overlong == "mask":
+        trunc = torch.tensor([r.finish_reason == "length" for r in rollouts])
+        packed.completion_mask &= ~trunc[:, None]
+    group_ids = torch.arange(len(kept)).repeat_interleave(cfg.group_size)
+    C = packed.completion_ids.shape[1]
+    sampler_logp = torch.zeros(len(rollouts), C)
+    for i, r in enumerate(rollouts):
+        if r.logprobs is not None:
+            sampler_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs[:C])
+    return Batch(packed, rewards, group_ids, sampler_logp, metrics)
+
+
+def _rollout_metrics(scores, task, cfg: GRPOConfig) -> dict[str, float]:
+    """Reward per verifier and outcome-state fractions over every sampled completion (kept or not)."""
+    from verifiers.base import STATUSES
+
+    m: dict[str, float] = {}
+    rewards = [s.reward for s in scores]
+    m["reward/mean"] = statistics.fmean(rewards)
+    m["reward/std"] = statistics.pstdev(rewards)
+    for w in task.verifiers:
+        m[f"reward/{w.name}"] = statistics.fmean(s.verdicts[w.name].reward for s in scores)
+    for st in STATUSES:
+        m[f"outcome/{st}"] = sum(s.status == st for s in scores) / len(scores)
+    return m
+
+
+def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[str, float]:
+    """mu inner iterations over the batch, each one optimizer step with micro-batch accumulation."""
+    adv_fn = get_advantage(cfg.advantage)
+    loss_fn = get_policy_loss(cfg.policy_loss)
+    kl_fn = get_kl(cfg.kl_estimator)
+    pb, B = batch.packed, len(batch.packed)
+    ref_logp = None
+    if ref_model is not None:
+        with torch.no_grad(), autocast(cfg.bf16):
+            ref_logp = torch.cat([completion_logprobs(ref_model, pb.select(s), temperature=cfg.temperature)[0]
+                                  for s in micro_batches(B, cfg.micro_batch)])
+    rewards = batch.rewards.clone()
+    if ref_logp is not None and cfg.kl_mode == "reward":
+        with torch.no_grad(), autocast(cfg.bf16):
+            cur = torch.cat([completion_logprobs(model, pb.select(s), temperature=cfg.temperature)[0]
+                             for s in micro_batches(B, cfg.micro_batch)])
+        rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1)
+    adv, adv_metrics = adv_fn(rewards, batch.group_ids, **cfg.advantage_options)
+    n_tok = int(pb.completion_mask.sum())
+    old_logp = torch.zeros(pb.completion_ids.shape)
+    sums: dict[str, float] = {}
+    for it in range(cfg.mu):
+        for s in micro_batches(B, cfg.micro_batch):
+            mb = pb.select(s)
+            mask = mb.completion_mask
+            with autocast(cfg.bf16):
+                logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True)
+            if it == 0:  # behaviour policy = the weights that sampled this batch
+                old_logp[s] = logp.detach()
+            loss_mat, lm = loss_fn(logp, old_logp[s], adv[s], mask, clip_low=cfg.clip_low,
+                                   clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)
+            if cfg.tis_cap is not None:
+                w, tm = tis_weights(old_logp[s], batch.sampler_logp[s], cfg.tis_cap, mask)
+                loss_mat = loss_mat * w
+                lm.update(tm)
+            if ref_logp is not None and cfg.kl_mode == "loss":
+                kl = kl_fn(logp, ref_logp[s])
+                loss_mat = loss_mat + cfg.beta * kl
+                lm["loss/kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1)).detach()
+            loss = aggregate_loss(loss_mat, mask, cfg.loss_agg, cfg.max_new_tokens,
+                                  num_tokens_total=n_tok, num_seqs_total=B)
+            check_finite(loss, "policy loss")
+            loss.backward()
+            frac = (s.stop - s.start) / B
+            lm["loss/total"] = loss.detach() / frac
+            lm["policy/entropy"] = (ent * mask).sum() / mask.sum().clamp(min=1)
+            for k, v in lm.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * frac / cfg.mu
+        sums["grad/norm"] = sums.get("grad/norm", 0.0) + clip_and_check(model, cfg.grad_clip) / cfg.mu
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    lengths = pb.completion_mask.sum(-1).float()
+    sums.update({f"adv/{k.split('/')[-1]}": float(v) for k, v in adv_metrics.items()})
+    sums.update({"adv/mean": float(adv.mean()), "adv/std": float(adv.std()) if B > 1 else 0.0,
+                 "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
+                 "perf/train_tokens": n_tok})
+    return sums
+
+
+def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out_dir, seed: int = 0,
+               evaluate: Callable[[torch.nn.Module], float] | None = None, resume: bool = False,
+               name: str = "grpo", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """The GRPO loop: collect → advantages → update, with eval, checkpoints and metrics each step."""
+    from verifiers.pool import health
+
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
+    ref_model = None
+    if cfg.beta > 0:
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)
+    step, cursor, evals = 0, 0, []
+    last = ckpts.latest() if resume else None
+    if last is not None:
+        ckpts.restore(last, model, opt, sched)
+        step, cursor, evals = last.state["step"], last.state["cursor"], last.state.get("evals", [])
+        log_fn(f"{name}: resumed from {last.path} (step {step})")
+    engine.update_weights(model)
+    stream = PromptStream(len(examples), seed, cursor)
+    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
+                           show_keys=["reward/mean", "eval/pass@1", "sampling/dropped_groups"])
+    t_start = time.time()
+    try:
+        while step < cfg.steps:
+            t0 = time.time()
+            model.eval()
+            batch = collect_batch(engine, task, examples, stream, cfg, tokenizer)
+            metrics = dict(batch.metrics)
+            t1 = time.time()
+            if batch.packed is not None:
+                model.train()
+                metrics.update(policy_update(model, ref_model, opt, batch, cfg))
+                engine.update_weights(model)
+            sched.step()
+            step += 1
+            metrics["time/train_s"] = time.time() - t1
+            metrics["time/step_s"] = time.time() - t0
+            metrics["perf/tokens_per_s"] = metrics.get("perf/train_tokens", 0) / max(1e-9, metrics["time/step_s"])
+            metrics["lr"] = sched.get_last_lr()[0]
+            metrics.update({f"verify/{k}": v for k, v in health().items()})
+            if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                score = float(evaluate(model))
+                evals.append((step, score))
+                metrics["eval/pass@1"] = score
+            logger.log(step, metrics)
+            if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                ckpts.save(step, model, opt, sched, state={"cursor": stream.cursor, "evals": evals})
+    except NonFiniteError as e:
+        good = ckpts.latest()
+        where = f"last good checkpoint: {good.path}" if good else "no checkpoint was written yet"
+        raise NonFiniteError(f"{name} step {step + 1}: {e}; stopping ({where})") from None
+    finally:
+        logger.close()
+    summary = {"steps": step, "evals": evals, "final_pass@1": evals[-1][1] if evals else None,
+               "wall_s": time.time() - t_start}
+    atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
+    return summary

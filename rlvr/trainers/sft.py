@@ -1,0 +1,177 @@
+"""Supervised fine-tuning with a completion-only loss — the R1 cold start, and the labelled-data control.
+
+Differences from a textbook SFT loop: it can stop on a held-out *eval threshold* (greedy pass@1 reaches
+`stop_at_pass1`) instead of a fixed step count, and it is resumable after kill -9 (data order is a pure
+function of seed and step, so the cursor is just the step).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from rlvr.config import Config
+from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
+                                  clip_and_check)
+from rlvr.trainers.logger import MetricsLogger
+
+
+class SFTConfig(Config):
+    enabled: bool = True
+    """run this stage at all"""
+    max_steps: int = 1000
+    """upper bound on optimizer steps"""
+    batch_size: int = 64
+    """sequences per optimizer step (split into grad_accum micro-batches)"""
+    grad_accum: int = 1
+    """micro-batches per optimizer step"""
+    lr: float = 1e-3
+    """peak learning rate (AdamW)"""
+    weight_decay: float = 0.0
+    """decoupled weight decay on matrices"""
+    warmup_steps: int = 0
+    """linear warm-up steps"""
+    schedule: str = "constant"
+    """constant | linear | cosine"""
+    grad_clip: float | None = 1.0
+    """max global grad norm (None: no clipping)"""
+    completion_only: bool = True
+    """mask prompt tokens out of the loss"""
+    max_length: int = 512
+    """truncate prompt+completion to this many tokens"""
+    eval_every: int = 50
+    """steps between held-out evaluations (0: never)"""
+    stop_at_pass1: float | None = None
+    """stop as soon as held-out greedy pass@1 >= this (the R1-mini cold start)"""
+    bf16: bool = True
+    """bf16 autocast with fp32 master weights"""
+    checkpoint_every: int = 100
+    """steps between checkpoints (0: only at the end)"""
+    keep_last: int = 2
+    """checkpoints kept"""
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    prompt: str
+    completion: str
+
+
+def tokenize_pairs(examples: list[SFTExample], tokenizer: Any, max_length: int,
+                   completion_only: bool) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of prompt+completion+EOS and a loss mask (True on completion tokens and EOS)."""
+    out = []
+    for ex in examples:
+        p = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+            p = [tokenizer.bos_token_id] + p
+        ids = (p + c)[:max_length]
+        mask = ([not completion_only] * len(p) + [True] * len(c))[:max_length]
+        out.append((ids, mask))
+    return out
+
+
+def collate(rows: list[tuple[list[int], list[bool]]], pad_id: int) -> dict[str, torch.Tensor]:
+    L = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), L), dtype=torch.long)
+    labels = torch.full((len(rows), L), -100, dtype=torch.long)
+    for i, (r, m) in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        attn[i, :len(r)] = 1
+        lab = torch.tensor(r)
+        lab[~torch.tensor(m)] = -100
+        labels[i, :len(r)] = lab
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def batch_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
+    """Indices for `step`: epochs are seeded permutations, so the data cursor is a function of step alone."""
+    out = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset:offset + take].tolist())
+        pos += take
+    return out
+
+
+def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of token NLL over labelled tokens and their count (caller divides by the global count)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                            ignore_index=-100, reduction="sum")
+    return nll, int((labels != -100).sum())
+
+
+def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample], cfg: SFTConfig, *,
+              out_dir, seed: int = 0, evaluate: Callable[[torch.nn.Module], float] | None = None,
+              resume: bool = False, name: str = "sft", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train until max_steps or until `evaluate(model) >= cfg.stop_at_pass1`. Returns a summary dict."""
+    if not examples:
+        raise ValueError("SFT needs at least one example")
+    rows = tokenize_pairs(examples, tokenizer, cfg.max_length, cfg.completion_only)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
+    ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)
+    step, evals = 0, []
+    last = ckpts.latest() if resume else None
+    if last is not None:
+        ckpts.restore(last, model, opt, sched)
+        step, evals = last.state["step"], last.state.get("evals", [])
+        log_fn(f"{name}: resumed from {last.path} (step {step})")
+    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.max_steps, resume_step=step if last else None,
+                           show_keys=["loss/sft", "eval/pass@1"])
+    micro = max(1, cfg.batch_size // cfg.grad_accum)
+    stopped = bool(evals) and cfg.stop_at_pass1 is not None and evals[-1][1] >= cfg.stop_at_pass1
+    t_start = time.time()
+    try:
+        while step < cfg.max_steps and not stopped:
+            model.train()
+            t0 = time.time()
+            idx = batch_indices(len(rows), step, cfg.batch_size, seed)
+            n_tok = sum(sum(rows[i][1][1:]) for i in idx)
+            total = 0.0
+            for s in range(0, len(idx), micro):
+                batch = collate([rows[i] for i in idx[s:s + micro]], tokenizer.pad_token_id)
+                with autocast(cfg.bf16):
+                    nll, _ = sft_loss(model, batch)
+                loss = nll / max(1, n_tok)  # global token mean across micro-batches
+                check_finite(loss, f"{name} step {step + 1}: loss")
+                loss.backward()
+                total += loss.item()
+            gnorm = clip_and_check(model, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            metrics = {"loss/sft": total, "grad/norm": gnorm, "lr": sched.get_last_lr()[0],
+                       "perf/tokens_per_s": n_tok / max(1e-9, time.time() - t0)}
+            if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                score = float(evaluate(model))
+                evals.append((step, score))
+                metrics["eval/pass@1"] = score
+                stopped = cfg.stop_at_pass1 is not None and score >= cfg.stop_at_pass1
+            logger.log(step, metrics)
+            if stopped or step == cfg.max_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                ckpts.save(step, model, opt, sched, state={"evals": evals})
+    except NonFiniteError as e:
+        good = ckpts.latest()
+        where = f"last good checkpoint: {good.path}" if good else "no checkpoint was written yet"
+        raise NonFiniteError(f"{name}: {e}; stopping ({where})") from None
+    finally:
+        logger.close()
+    summary = {"steps": step, "evals": evals, "stopped_on_threshold": stopped,
+               "final_pass@1": evals[-1][1] if evals else None, "wall_s": time.time() - t_start}
+    atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
+    return summary
+

@@ -1,0 +1,136 @@
+"""The verifier pool: order, error mapping, hard deadlines that kill and replace wedged workers, threads.
+
+Worker-side callables are builtins (`time.sleep`, `sum`, `int`, `os._exit`) or real verifier instances, so the
+workers never need to import this test module.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from rlvr.errors import ConfigError
+from verifiers import pool
+from verifiers.base import Verdict, VerifyContext
+from verifiers.length import LengthVerifier
+
+SLACK_S = 6.0   # start-up of the pool / a replacement worker on a loaded 2-core box; a bound, not a target
+CHARS = LengthVerifier(mode="target", target=10, unit="chars")
+
+
+def _ok_call(n_chars: int):
+    return (CHARS, ("x" * n_chars, VerifyContext()))
+
+
+def _assert_pool_answers():
+    fn, args = _ok_call(10)
+    v = pool.run_one(fn, *args, timeout=10)
+    assert (v.status, v.reward) == ("correct", 0.0), v
+
+
+def test_batch_keeps_order():
+    verdicts = pool.run_batch([_ok_call(n) for n in (10, 15, 5, 30, 10)], timeout=10)
+    assert [v.reward for v in verdicts] == [0.0, -0.5, -0.5, -1.0, 0.0]
+    assert [v.info["length"] for v in verdicts] == [10, 15, 5, 30, 10]
+    assert pool.run_batch([], timeout=1) == []
+
+
+def test_exception_in_verifier_is_error():
+    v = pool.run_one(int, "not a number", timeout=10)
+    assert v.status == "error" and v.reward == 0.0
+    assert v.info["reason"].startswith("ValueError")
+
+
+def test_bad_results_and_unpicklable_calls_are_errors():
+    v = pool.run_one(abs, -3, timeout=10)
+    assert v.status == "error" and "not Verdict" in v.info["reason"]
+    v = pool.run_one(Verdict, "fine", 1.0, timeout=10)                 # built in the worker, bad status
+    assert v.status == "error" and "unknown status 'fine'" in v.info["reason"]
+    assert pool.run_one(Verdict, "correct", 1.0, timeout=10) == Verdict("correct", 1.0)
+    v = pool.run_one(lambda: Verdict("correct", 1.0), timeout=10)     # a lambda cannot be pickled
+    assert v.status == "error" and v.reward == 0.0
+    _assert_pool_answers()
+
+
+@pytest.mark.parametrize("fn, args, slack", [
+    (time.sleep, (100,), SLACK_S),        # wedged in a syscall
+    # spinning inside C code, where pebble's Python SIGTERM handler never runs: only a worker with the
+    # default SIGTERM action dies at once instead of after pebble's 3 s grace, hence the tighter bound
+    (sum, (range(10**18),), 2.5),
+], ids=["sleep", "busy-loop-in-C"])
+def test_wedged_worker_is_killed_and_replaced(fn, args, slack):
+    before = pool.health()
+    start = time.monotonic()
+    v = pool.run_one(fn, *args, timeout=1)
+    elapsed = time.monotonic() - start
+    assert v.status == "timeout" and v.reward == 0.0
+    assert elapsed < 1 + slack
+    after = pool.health()
+    assert after["timeouts"] == before["timeouts"] + 1
+    assert after["restarts"] == before["restarts"] + 1
+    _assert_pool_answers()
+
+
+def test_crashed_worker_is_error_and_replaced():
+    v = pool.run_one(os._exit, 3, timeout=10)
+    assert v.status == "error" and "exit code 3" in v.info["reason"]
+    _assert_pool_answers()
+
+
+def test_batch_with_wedged_calls_stays_within_bound():
+    workers = pool.num_workers()
+    n_wedged, timeout = 2 * workers, 1.0
+    calls = [(time.sleep, (100,))] * n_wedged + [_ok_call(10)] * 4
+    start = time.monotonic()
+    verdicts = pool.run_batch(calls, timeout=timeout)
+    elapsed = time.monotonic() - start
+    assert [v.status for v in verdicts] == ["timeout"] * n_wedged + ["correct"] * 4
+    assert elapsed < math.ceil(len(calls) / workers) * timeout + SLACK_S
+
+
+def test_deadlines_work_from_threads():
+    def job(i: int):
+        if i == 0:
+            return pool.run_one(time.sleep, 100, timeout=1).status
+        fn, args = _ok_call(10)
+        return pool.run_one(fn, *args, timeout=10).status
+
+    with ThreadPoolExecutor(4) as ex:
+        statuses = list(ex.map(job, range(4)))
+    assert statuses == ["timeout", "correct", "correct", "correct"]
+    assert threading.current_thread() is threading.main_thread()
+
+
+def test_health_counts():
+    before = pool.health()
+    pool.run_batch([_ok_call(10), _ok_call(20), (int, ("x",))], timeout=10)
+    after = pool.health()
+    assert after["submitted"] - before["submitted"] == 3
+    assert after["correct"] - before["correct"] == 1
+    assert after["wrong"] - before["wrong"] == 1
+    assert after["errors"] - before["errors"] == 1
+    assert after["workers"] == pool.num_workers() >= 1
+    assert set(after) >= {"submitted", "timeouts", "errors", "unparseable", "restarts", "crashes"}
+
+
+def test_shutdown_then_lazy_restart():
+    _assert_pool_answers()
+    started = pool.health()["pools_started"]
+    pool.shutdown()
+    assert pool.health()["workers"] == 0
+    _assert_pool_answers()
+    assert pool.health()["pools_started"] == started + 1
+
+
+def test_bad_settings(monkeypatch):
+    with pytest.raises(ValueError, match="timeout"):
+        pool.run_batch([_ok_call(1)], timeout=0)
+    monkeypatch.setenv("RLVR_VERIFY_WORKERS", "zero")
+    with pytest.raises(ConfigError, match="RLVR_VERIFY_WORKERS"):
+        pool.num_workers()
+    monkeypatch.setenv("RLVR_VERIFY_WORKERS", "3")
+    assert pool.num_workers() == 3
