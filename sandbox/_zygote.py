@@ -150,17 +150,17 @@ class Zygote:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w", encoding="utf-8") as f:
                 f.write(content)
-        if not job.get("stdin"):
-            return os.open(os.devnull, os.O_RDONLY)
-        stdin_path = os.path.join(self.workroot, f".stdin{self.jobs}")
-        with open(stdin_path, "w", encoding="utf-8") as f:
-            f.write(job.get("stdin") or "")
-        fd = os.open(stdin_path, os.O_RDONLY)
-        os.unlink(stdin_path)
         if self.uid is not None:
             for root, dirs, files in os.walk(jobdir):
                 for name in [root] + [os.path.join(root, x) for x in dirs + files]:
                     os.chown(name, self.uid, self.uid)
+        if not job.get("stdin"):
+            return os.open(os.devnull, os.O_RDONLY)
+        stdin_path = os.path.join(self.workroot, f".stdin{self.jobs}")
+        with open(stdin_path, "w", encoding="utf-8") as f:
+            f.write(job["stdin"])
+        fd = os.open(stdin_path, os.O_RDONLY)
+        os.unlink(stdin_path)
         return fd
 
     def watch(self, pid, job, start, streams):
@@ -206,7 +206,8 @@ class Zygote:
         return {"exit_code": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "wall_s": wall,
                 "stdout": out["stdout"], "stderr": out["stderr"], "status": out["status"],
                 "stdout_truncated": sizes["stdout"] > cap, "stderr_truncated": sizes["stderr"] > cap,
-                "memory_error": "memory" in out["status"], "setup_failed": "setup" in out["status"]}
+                "memory_error": "memory" in out["status"],
+                "setup_error": out["status"][6:] if out["status"].startswith("setup ") else ""}
 
     @staticmethod
     def read_into(fd, streams, bufs, sizes, cap, nonblocking=False):
@@ -423,10 +424,8 @@ def _write_status(data):
 
 
 def main():
-    ctrl_in, ctrl_out = os.dup(0), os.dup(1)
     os.closerange(3, MAX_ZYGOTE_FD)                    # nothing else from the parent; children close < MAX
-    if max(ctrl_in, ctrl_out) >= MAX_ZYGOTE_FD:
-        raise SystemExit("zygote: control fds too high")
+    ctrl_in, ctrl_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)

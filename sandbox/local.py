@@ -251,9 +251,9 @@ class Zygote:
             kills = self.cg.oom_kills()
             oom, self._oom_kills = kills > self._oom_kills, kills
         status, reason = classify(reply["exit_code"], timed_out=reply["timed_out"], oom_killed=oom,
-                                  memory_error=reply["memory_error"], setup_failed=reply["setup_failed"])
-        if reply["setup_failed"]:
-            reason = f"{reason}: {reply['stderr'][-300:]}"
+                                  memory_error=reply["memory_error"], setup_failed=bool(reply["setup_error"]))
+        if reply["setup_error"]:
+            reason = f"{reason}: {reply['setup_error']}"
         return Result(status, reply["exit_code"], reply["stdout"], reply["stderr"], reply["stdout_truncated"],
                       reply["stderr_truncated"], round(reply["wall_s"], 4), reply["completed"], reason)
 
@@ -388,10 +388,8 @@ class LocalBackend:
         else:
             self._fallback_reason = "disabled (RLVR_SANDBOX_BWRAP=off)" if want == "off" else \
                 "bwrap not installed (apt-get install bubblewrap)"
-        spec = make_spec(self.options, use_bwrap=False)
-        z = Zygote(spec, processes)
-        self._spec = spec
-        return z
+        self._spec = make_spec(self.options, use_bwrap=False)     # kept even if it fails: no endless retries
+        return Zygote(self._spec, processes)
 
     def layers(self) -> dict[str, Layer]:
         """Which isolation layers are active here (starts one zygote to find out); logged once."""

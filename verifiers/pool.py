@@ -11,14 +11,18 @@ Covered / not covered
   `Verdict("timeout", 0.0, ...)`; the worker is replaced and the pool keeps answering.
 - covered: an exception inside a verifier -> `Verdict("error", 0.0, {"reason": ...})`; a worker that dies
   (segfault, `os._exit`, out of memory) -> `error` with the exit code; a result that is not a Verdict -> `error`.
-- covered: each worker has an address-space cap (`RLVR_VERIFY_MEM_MB`, default 4096) so `10**10**10` fails with
-  MemoryError instead of eating the machine.
+- covered: each worker has an address-space cap (`RLVR_VERIFY_MEM_MB`, default 4096), so a runaway allocation
+  (sympy expanding a huge power) fails with MemoryError -> `error` instead of eating the machine's memory before
+  the deadline hits. Raise it (or 0 = off) for a verifier that loads big libraries (torch maps GiBs).
 - not covered: this is not a sandbox. Verifiers are trusted code; model output is only *data* here. Running
   model-written code is `sandbox/`'s job.
 
 Workers start from a "forkserver" (a clean interpreter that imports `verifiers.math` and warms math-verify up
 once, see `verifiers._warmup`), not by forking the parent, which has torch and its threads loaded. A replacement
 worker is a fork of that server: milliseconds, not an interpreter start plus ~0.4 s of first-parse set-up.
+
+As with any spawn/forkserver multiprocessing, a script that verifies needs an `if __name__ == "__main__":` guard
+(the forkserver imports the main script once).
 
 Settings (environment): `RLVR_VERIFY_WORKERS` (default os.cpu_count()), `RLVR_VERIFY_MEM_MB` (0 = no cap),
 `RLVR_VERIFY_START_METHOD` (forkserver | spawn | fork).

@@ -75,6 +75,14 @@ def test_wedged_worker_is_killed_and_replaced(fn, args, slack):
     _assert_pool_answers()
 
 
+def test_memory_cap_turns_huge_allocation_into_error():
+    if not 0 < pool._mem_mb() < 8192:
+        pytest.skip("RLVR_VERIFY_MEM_MB is set to 0 or above 8 GiB")
+    v = pool.run_one(bytearray, 8 * 2**30, timeout=10)                 # 8 GiB > the cap
+    assert v.status == "error" and v.info["reason"].startswith("MemoryError")
+    _assert_pool_answers()
+
+
 def test_crashed_worker_is_error_and_replaced():
     v = pool.run_one(os._exit, 3, timeout=10)
     assert v.status == "error" and "exit code 3" in v.info["reason"]

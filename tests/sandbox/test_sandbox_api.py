@@ -1,0 +1,123 @@
+"""sandbox.run / run_batch semantics on the local backend: statuses, output, limits, isolation between jobs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from sandbox import Job, Limits, Result, run
+from sandbox.api import classify
+
+
+def _one(backend, code, **kw) -> Result:
+    return backend.run_batch([Job(code, **kw)], concurrency=1)[0]
+
+
+# ------------------------------------------------------------------------------------------- status table
+@pytest.mark.parametrize("exit_code, kw, status", [
+    (0, {}, "ok"),
+    (3, {}, "failed"),
+    (-signal.SIGSEGV, {}, "killed"),
+    (-signal.SIGKILL, {}, "killed"),
+    (-signal.SIGKILL, {"oom_killed": True}, "memory"),
+    (1, {"memory_error": True}, "memory"),
+    (-signal.SIGXCPU, {}, "timeout"),
+    (-signal.SIGKILL, {"timed_out": True}, "timeout"),
+    (None, {}, "error"),
+    (0, {"setup_failed": True}, "error"),
+])
+def test_classify_table(exit_code, kw, status):
+    assert classify(exit_code, **{"timed_out": False, **kw})[0] == status
+
+
+def test_job_and_limits_reject_bad_values():
+    with pytest.raises(ValueError, match="timeout_s"):
+        Job("1", timeout_s=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        Job("1", memory_mb=8)
+    with pytest.raises(ValueError, match="stay inside"):
+        Job("1", files={"../x.txt": "no"})
+    with pytest.raises(ValueError, match="open_files"):
+        Limits(open_files=0)
+
+
+# ------------------------------------------------------------------------------------------- behaviour
+def test_ok_stdin_files_and_exit_codes(backend):
+    res = _one(backend, "import sys\nprint(input()[::-1]); print(open('data/in.txt').read())",
+               stdin="abc\n", files={"data/in.txt": "file text"})
+    assert (res.status, res.exit_code, res.stdout, res.completed) == ("ok", 0, "cba\nfile text\n", True)
+    res = _one(backend, "import sys\nsys.exit(4)")
+    assert (res.status, res.exit_code, res.completed) == ("failed", 4, False)
+    res = _one(backend, "raise ValueError('boom')")
+    assert res.status == "failed" and "ValueError: boom" in res.stderr and 'File "main.py"' in res.stderr
+    res = _one(backend, "def f(:\n")
+    assert res.status == "failed" and "SyntaxError" in res.stderr
+
+
+def test_stdout_is_capped_with_a_flag(backend):
+    res = _one(backend, "print('x' * 5000)", limits=Limits(output_bytes=100))
+    assert res.status == "ok" and res.stdout == "x" * 100 and res.stdout_truncated
+    assert not res.stderr_truncated
+
+
+def test_timeout_and_cpu_limit(backend):
+    res = _one(backend, "import time\ntime.sleep(30)", timeout_s=0.5)
+    assert res.status == "timeout" and 0.4 < res.wall_s < 2.0
+    res = _one(backend, "while True:\n    pass", timeout_s=10, limits=Limits(cpu_s=1))
+    assert res.status == "timeout" and "CPU" in res.reason and res.wall_s < 5
+
+
+def test_memory_limit(backend):
+    res = _one(backend, "x = bytearray(400 << 20)", memory_mb=128)
+    assert res.status == "memory"
+    assert _one(backend, "x = bytearray(50 << 20); print(len(x))", memory_mb=256).stdout == f"{50 << 20}\n"
+
+
+def test_environment_is_scrubbed(backend, monkeypatch):
+    monkeypatch.setenv("RLVR_SECRET_TOKEN", "hunter2")
+    backend.shutdown()                     # new zygotes are children of a parent holding the secret
+    res = _one(backend, "import os\nprint(sorted(os.environ))\nprint(os.environ.get('RLVR_SECRET_TOKEN'))")
+    assert "hunter2" not in res.stdout and "RLVR_SECRET_TOKEN" not in res.stdout
+    assert "PATH" in res.stdout
+
+
+def test_each_job_gets_a_fresh_dir_and_nothing_carries_over(backend):
+    first = _one(backend, "import os\nopen('left.txt', 'w').write('x')\n"
+                 "open(os.environ['TMPDIR'] + '/t', 'w').write('x')\nprint(os.getcwd())")
+    second = _one(backend, "import os\nprint(os.getcwd(), sorted(os.listdir('.')))")
+    assert first.status == second.status == "ok"
+    assert "left.txt" not in second.stdout and "[]" in second.stdout
+
+
+def test_run_batch_keeps_order_and_runs_in_parallel(backend):
+    jobs = [Job(f"import time\ntime.sleep(0.5)\nprint({i})") for i in range(4)]
+    start = time.monotonic()
+    results = backend.run_batch(jobs, concurrency=4)
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(4)]
+    assert time.monotonic() - start < 1.8            # one after another would take 2 s
+
+
+def test_job_runs_unprivileged(backend):
+    res = _one(backend, "import os\nprint(os.getuid())")
+    root = os.geteuid() == 0
+    assert res.status == "ok" and (not root or res.stdout.strip() != "0")
+
+
+def test_module_level_run_uses_the_default_backend():
+    res = run("print(6 * 7)", timeout_s=5)
+    assert res.ok and res.stdout == "42\n" and res.backend == "local"
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bwrap is not installed")
+def test_fresh_mode_runs_each_job_in_a_new_zygote():
+    from sandbox.local import LocalBackend, LocalOptions
+
+    b = LocalBackend(LocalOptions(mode="fresh"))
+    try:
+        results = b.run_batch([Job("print(1)"), Job("print(2)")], concurrency=2)
+        assert [r.stdout for r in results] == ["1\n", "2\n"] and not b._idle
+    finally:
+        b.shutdown()
