@@ -345,10 +345,16 @@ def run_child(job, jobdir, stdin_fd, out_w, err_w, st_w, nonce, uid, pid1):
         os.chdir(jobdir)
         os.umask(0o022)
         cpu = max(1, int(float(job["cpu_s"]) + 0.999))
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        if hard != resource.RLIM_INFINITY:
+            cpu = min(cpu, max(hard - 1, 1))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         for rname, key, unit in _RLIMITS:
-            value = 0 if key is None else int(job[key]) * unit
-            resource.setrlimit(getattr(resource, rname), (value, value))
+            which = getattr(resource, rname)
+            value, hard = 0 if key is None else int(job[key]) * unit, resource.getrlimit(which)[1]
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)                # an inherited hard limit cannot be raised
+            resource.setrlimit(which, (value, value))
         os.environ.clear()
         os.environ.update(job["env"], HOME=jobdir, TMPDIR=jobdir)
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping, Protocol, Sequence
 
 __all__ = ["Limits", "Job", "Result", "Status", "STATUSES", "Backend", "register_backend", "get_backend",
@@ -95,7 +95,6 @@ class Result:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
         return asdict(self)
 
 
@@ -176,7 +175,7 @@ def run_batch(jobs: Sequence[Job | str], *, concurrency: int | None = None, back
               **job_options: Any) -> list[Result]:
     """Run many programs, at most `concurrency` at once (default: the backend's worker count); results come
     back in the order of `jobs`. Plain strings become `Job(code, **job_options)`."""
-    built = [j if isinstance(j, Job) else Job(j, **job_options) for j in jobs]
     if job_options and any(isinstance(j, Job) for j in jobs):
-        built = [replace(j, **job_options) if isinstance(orig, Job) else j for j, orig in zip(built, jobs)]
+        raise ValueError(f"run_batch: options {sorted(job_options)} apply to plain code strings, not to Jobs")
+    built = [j if isinstance(j, Job) else Job(j, **job_options) for j in jobs]
     return get_backend(backend).run_batch(built, concurrency=concurrency)

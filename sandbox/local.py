@@ -17,6 +17,7 @@ Other settings (env): `RLVR_SANDBOX_BWRAP` = auto | on | off (on: fail instead o
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -91,16 +92,16 @@ class Layer:
 
 # ------------------------------------------------------------------------------------------ how to start
 @lru_cache(maxsize=1)
-def bwrap_features() -> tuple[str | None, bool]:
-    """(path to bwrap or None, whether it knows --disable-userns)."""
+def bwrap_features() -> tuple[str | None, frozenset[str]]:
+    """(path to bwrap or None, which of the optional flags we use it knows: older versions lack some)."""
     path = shutil.which("bwrap")
     if path is None:
-        return None, False
+        return None, frozenset()
     try:
         text = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return None, False
-    return path, "--disable-userns" in text
+        return None, frozenset()
+    return path, frozenset(f for f in ("--disable-userns", "--size", "--as-pid-1") if f in text)
 
 
 def python_paths() -> tuple[str, str]:
@@ -109,13 +110,12 @@ def python_paths() -> tuple[str, str]:
     return exe, sys.base_prefix
 
 
-def bwrap_argv(bwrap: str, disable_userns: bool, tmpfs_mb: int) -> list[str]:
+def bwrap_argv(bwrap: str, features: frozenset[str], tmpfs_mb: int) -> list[str]:
     exe, prefix = python_paths()
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1",
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
             "--clearenv", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL",
             "--hostname", "sandbox"]
-    if disable_userns:
-        argv.append("--disable-userns")
+    argv += [f for f in ("--as-pid-1", "--disable-userns") if f in features]   # without pid 1: subreaper mode
     bound: list[str] = []
     for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(d):
@@ -127,8 +127,9 @@ def bwrap_argv(bwrap: str, disable_userns: bool, tmpfs_mb: int) -> list[str]:
         if not any(d == b or d.startswith(b + "/") for b in bound):
             argv += ["--ro-bind", d, d]
             bound.append(d)
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
-             "--remount-ro", "/", "--chdir", "/tmp"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += (["--size", str(tmpfs_mb << 20)] if "--size" in features else []) + ["--tmpfs", "/tmp"]
+    argv += ["--remount-ro", "/", "--chdir", "/tmp"]
     return argv + ["--", exe, "-I", "-S", "-c", ZYGOTE_SOURCE]
 
 
@@ -139,7 +140,7 @@ class Spec:
     argv: tuple[str, ...]
     init: dict
     use_bwrap: bool
-    workroot_host: str | None   # host dir for job dirs when not in bubblewrap (we create and remove it)
+    host_workroot: bool         # job dirs live in a host temp dir (no bubblewrap) that we create and remove
 
 
 def make_spec(opts: LocalOptions, use_bwrap: bool) -> Spec:
@@ -147,12 +148,12 @@ def make_spec(opts: LocalOptions, use_bwrap: bool) -> Spec:
     filt = seccomp.build_filter().hex() if seccomp.supported() else None
     init = {"seccomp": filt, "preload": list(PRELOAD)}
     if use_bwrap:
-        bwrap, disable_userns = bwrap_features()
+        bwrap, features = bwrap_features()
         init.update(workroot="/tmp/rlvr", scratch=["/tmp", "/dev/shm"])
-        return Spec(tuple(bwrap_argv(bwrap, disable_userns, opts.tmpfs_mb)), init, True, None)
+        return Spec(tuple(bwrap_argv(bwrap, features, opts.tmpfs_mb)), init, True, False)
     root = os.geteuid() == 0
     init.update(unshare_net=True, uid=SANDBOX_UID if root else None)
-    return Spec((exe, "-I", "-S", "-c", ZYGOTE_SOURCE), init, False, "")
+    return Spec((exe, "-I", "-S", "-c", ZYGOTE_SOURCE), init, False, True)
 
 
 # -------------------------------------------------------------------------------------------- a zygote
@@ -201,7 +202,7 @@ class Zygote:
     def __init__(self, spec: Spec, processes: int):
         self.spec = spec
         self.cg = cgroups.create()
-        self.workroot = tempfile.mkdtemp(prefix="rlvr-sandbox-") if spec.workroot_host is not None else None
+        self.workroot = tempfile.mkdtemp(prefix="rlvr-sandbox-") if spec.host_workroot else None
         init = dict(spec.init, workroot=self.workroot or spec.init["workroot"])
         argv = list(spec.argv)
         if self.cg is not None:
@@ -259,13 +260,11 @@ class Zygote:
 
     # --------------------------------------------------------------------------------------- protocol
     def _send(self, obj: dict) -> None:
-        import json
         body = json.dumps(obj).encode()
         self.proc.stdin.write(struct.pack(">I", len(body)) + body)
         self.proc.stdin.flush()
 
     def _recv(self, deadline: float) -> dict | None:
-        import json
         head = self._read_exact(4, deadline)
         if head is None:
             return None
@@ -418,7 +417,7 @@ def describe_layers(z: Zygote, fallback_reason: str) -> dict[str, Layer]:
     facts, spec = z.facts, z.spec
     root = os.geteuid() == 0
     bw = spec.use_bwrap
-    exe, prefix = python_paths()
+    prefix = python_paths()[1]
     cg = z.cg.dirs if z.cg is not None else {}
     if "pids" in cg:
         plimit = Layer(True, f"pids cgroup v{cg['pids'][0].version} (max = processes + {EXTRA_PIDS})")
@@ -439,7 +438,7 @@ def describe_layers(z: Zygote, fallback_reason: str) -> dict[str, Layer]:
                                if facts.get("pid1") else "off: descendants found via /proc and killed instead"),
         "network": Layer(bw or bool(facts.get("netns")),
                          "empty network namespace" if bw or facts.get("netns") else "host network namespace"),
-        "filesystem": Layer(bw, f"read-only /usr, /lib*, /bin and {prefix}; private size-capped tmpfs /tmp; "
+        "filesystem": Layer(bw, f"read-only /usr, /lib*, /bin and {prefix}; private tmpfs /tmp; "
                             "host dirs invisible" if bw else
                             "host filesystem visible, limited by the job uid's permissions"),
         "seccomp": Layer(bool(facts.get("seccomp")), "no non-AF_UNIX sockets, namespaces, ptrace, mount, bpf, "

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from tasks.base import Example
     from tasks.registry import get_task
 
+    if not args.timeout > 0:
+        raise RLVRError(f"--timeout must be > 0 seconds, got {args.timeout}")
     options = {".".join(key): value for key, value in map(parse_override, args.option)}
     task = get_task(args.task, **options)
     if args.response is not None:

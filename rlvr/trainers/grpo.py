@@ -135,15 +135,19 @@ class Batch:
     metrics: dict[str, float]
 
 
-def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig, tokenizer) -> Batch:
-    """Sample G completions per prompt, verify, and (dynamic sampling) keep only groups with reward spread."""
+def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig, tokenizer,
+                  seed: int = 0) -> Batch:
+    """Sample G completions per prompt, verify, and (dynamic sampling) keep only groups with reward spread.
+
+    Each round samples with its own seed (derived from `seed`), so a resumed run draws the same samples.
+    """
     from rlvr.rollout import SamplingParams
 
-    params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_new_tokens=cfg.max_new_tokens)
     kept: list[tuple[list, list]] = []   # (rollouts, scores) per kept group
     all_scores, n_groups, dropped, t_gen, t_ver = [], 0, 0, 0.0, 0.0
-    for _ in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
+    for rnd in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
+        params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=seed * 1000 + rnd)
         idx = stream.take(cfg.prompts_per_step - len(kept))
         exs = [examples[i] for i in idx]
         t0 = time.time()
@@ -248,10 +252,10 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
             check_finite(loss, "policy loss")
             loss.backward()
             frac = (s.stop - s.start) / B
-            lm["loss/total"] = loss.detach() / frac
+            lm["loss/total"] = loss / frac
             lm["policy/entropy"] = (ent * mask).sum() / mask.sum().clamp(min=1)
             for k, v in lm.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * frac / cfg.mu
+                sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * frac / cfg.mu
         sums["grad/norm"] = sums.get("grad/norm", 0.0) + clip_and_check(model, cfg.grad_clip) / cfg.mu
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -290,14 +294,14 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
         while step < cfg.steps:
             t0 = time.time()
             model.eval()
-            batch = collect_batch(engine, task, examples, stream, cfg, tokenizer)
+            batch = collect_batch(engine, task, examples, stream, cfg, tokenizer, seed=seed * 100_000 + step)
             metrics = dict(batch.metrics)
             t1 = time.time()
             if batch.packed is not None:
                 model.train()
                 metrics.update(policy_update(model, ref_model, opt, batch, cfg))
                 engine.update_weights(model)
-            sched.step()
+                sched.step()
             step += 1
             metrics["time/train_s"] = time.time() - t1
             metrics["time/step_s"] = time.time() - t0

@@ -82,6 +82,10 @@ def test_malformed_file_is_one_error_line(tmp_path, capsys, content, message):
     assert f"{path}{message}" in err
 
 
-def test_response_needs_gold(capsys):
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     code, _, err = _run(capsys, "--response", "42")
     assert code == 2 and "--gold" in err
+    code, _, err = _run(capsys, "--response", "42", "--gold", "42", "--timeout", "0")
+    assert code == 2 and "--timeout" in err
+    code, _, err = _run(capsys, "--file", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl: no such file" in err

@@ -1,0 +1,129 @@
+"""GRPO trainer pieces without a real model: dynamic-sampling refill, overlong handling, prompt stream."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr.rollout import Rollout
+from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch, soft_overlong_penalty
+from tasks.base import Example, PromptTemplate, Task, WeightedVerifier
+from verifiers.base import get_verifier
+
+
+class ScriptedEngine:
+    """Answers prompt i with the scripted list of G texts; every text is 2 'tokens' long."""
+
+    tokenizer = None
+
+    def __init__(self, script: dict[str, list[str]]):
+        self.script, self.calls = script, []
+
+    def generate(self, prompts, params):
+        self.calls.append(list(prompts))
+        out = []
+        for p in prompts:
+            texts = self.script[p]
+            assert len(texts) == params.n
+            out.append([Rollout(prompt_ids=[5, 6], completion_ids=[7, 8] if t != "LONG" else [7] * params.max_new_tokens,
+                                text=t, logprobs=[-0.5] * (2 if t != "LONG" else params.max_new_tokens),
+                                finish_reason="length" if t == "LONG" else "stop") for t in texts])
+        return out
+
+
+class Tok:
+    pad_token_id = 0
+
+
+def make_task(n: int) -> tuple[Task, list[Example]]:
+    exs = [Example(id=str(i), question=f"q{i}", gold=str(i)) for i in range(n)]
+    task = Task(name="scripted", loader=lambda split, limit: exs, template=PromptTemplate(plain="{user}", chat=False),
+                verifiers=[WeightedVerifier(get_verifier("integer"), 1.0)], splits=("train",))
+    return task, exs
+
+
+def _fixed_order(stream, order):
+    def take(k):
+        out = order[stream.cursor:stream.cursor + k]
+        stream.cursor += k
+        return out
+    return take
+
+
+SCRIPT = {"q0": ["0", "0"],   # all correct -> no spread
+          "q1": ["9", "9"],   # all wrong -> no spread
+          "q2": ["2", "7"],   # spread
+          "q3": ["1", "1"],   # all wrong
+          "q4": ["4", "0"],   # spread
+          "q5": ["3", "5"]}
+
+
+def test_dynamic_sampling_drops_zero_spread_groups_and_refills():
+    task, exs = make_task(6)
+    engine = ScriptedEngine(SCRIPT)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_sampling_rounds=5, max_new_tokens=4)
+    stream = PromptStream(6, seed=0)
+    stream.take = _fixed_order(stream, list(range(6)))
+    batch = collect_batch(engine, task, exs, stream, cfg, Tok())
+    # round 1: q0 q1 both dropped; round 2: q2 kept, q3 dropped; round 3 asks only for the 1 missing group: q4.
+    assert engine.calls == [["q0", "q1"], ["q2", "q3"], ["q4"]]
+    assert batch.metrics["sampling/kept_groups"] == 2
+    assert batch.metrics["sampling/dropped_groups"] == 3
+    assert batch.metrics["sampling/groups"] == 5
+    assert batch.rewards.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert batch.group_ids.tolist() == [0, 0, 1, 1]
+    assert stream.cursor == 5
+    # reward metrics cover every sampled completion, kept or not: 4 correct of 10
+    assert batch.metrics["reward/mean"] == pytest.approx(0.4)
+    assert batch.metrics["outcome/correct"] == pytest.approx(0.4)
+
+
+def test_dynamic_sampling_is_bounded():
+    task, exs = make_task(6)
+    engine = ScriptedEngine({k: ["0", "0"] if k != "q5" else ["5", "5"] for k in SCRIPT})
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_sampling_rounds=2, max_new_tokens=4)
+    batch = collect_batch(engine, task, exs, PromptStream(6, seed=0), cfg, Tok())
+    assert len(engine.calls) == 2
+    assert batch.packed is None and batch.metrics["sampling/kept_groups"] == 0
+    assert batch.metrics["sampling/dropped_groups"] == 4
+
+
+def test_without_dynamic_sampling_everything_is_kept():
+    task, exs = make_task(6)
+    engine = ScriptedEngine(SCRIPT)
+    cfg = GRPOConfig(prompts_per_step=3, group_size=2, dynamic_sampling=False, max_new_tokens=4)
+    stream = PromptStream(6, seed=0)
+    stream.take = _fixed_order(stream, list(range(6)))
+    batch = collect_batch(engine, task, exs, stream, cfg, Tok())
+    assert len(engine.calls) == 1 and len(batch.packed) == 6
+    assert batch.metrics["sampling/dropped_groups"] == 0
+
+
+def test_overlong_mask_and_penalty():
+    task, exs = make_task(2)
+    engine = ScriptedEngine({"q0": ["0", "LONG"], "q1": ["1", "LONG"]})
+    stream = PromptStream(2, seed=0)
+    stream.take = _fixed_order(stream, [0, 1])
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, overlong="mask", max_new_tokens=6, dynamic_sampling=False)
+    b = collect_batch(engine, task, exs, stream, cfg, Tok())
+    assert b.packed.completion_mask.sum(-1).tolist() == [2, 0, 2, 0]      # truncated rows leave the loss
+    stream2 = PromptStream(2, seed=0)
+    stream2.take = _fixed_order(stream2, [0, 1])
+    cfg2 = cfg.model_copy(update={"overlong": "penalty", "overlong_buffer": 4})
+    b2 = collect_batch(engine, task, exs, stream2, cfg2, Tok())
+    # "LONG" is 6 tokens = L_max: penalty ((6-4) - 6)/4 = -1; it is also wrong (reward 0)
+    assert b2.rewards.tolist() == [1.0, -1.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("length,expected", [(10, 0.0), (12, 0.0), (13, -0.25), (14, -0.5), (16, -1.0), (20, -1.0)])
+def test_soft_overlong_penalty_hand_values(length, expected):
+    # L_max = 16, buffer 4: free up to 12, then -(L-12)/4
+    assert soft_overlong_penalty(length, 16, 4) == pytest.approx(expected)
+
+
+def test_prompt_stream_is_a_function_of_seed_and_cursor():
+    a = PromptStream(7, seed=3)
+    first = a.take(10)
+    b = PromptStream(7, seed=3, cursor=4)
+    assert b.take(6) == first[4:]
+    assert sorted(first[:7]) == list(range(7))          # each epoch is a permutation
+    assert PromptStream(7, seed=4).take(7) != first[:7]
