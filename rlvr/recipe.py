@@ -88,6 +88,9 @@ class Recipe(Config):
     """the paper it follows, and how it differs"""
     seed: int = 0
     """one seed for data order, init and sampling"""
+    torch_threads: int | None = None
+    """torch intra-op threads (None: torch's default). 1 is best for tiny models: small matmuls gain nothing
+    from a second thread, and with any other load on the box 2 threads can run 20x slower"""
     output_dir: str = "runs/{name}"
     """where checkpoints, metrics, plots and the report go"""
     model: ModelConfig = ModelConfig()

@@ -203,11 +203,13 @@ class Zygote:
                 pass
         self.reap_all()
         out = {name: bytes(buf).decode("utf-8", "replace") for name, buf in bufs.items()}
-        return {"exit_code": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "wall_s": wall,
+        code = os.waitstatus_to_exitcode(status)
+        setup_failed = code == SETUP_FAILED and out["status"].startswith("setup ")
+        return {"exit_code": code, "timed_out": timed_out, "wall_s": wall,
                 "stdout": out["stdout"], "stderr": out["stderr"], "status": out["status"],
                 "stdout_truncated": sizes["stdout"] > cap, "stderr_truncated": sizes["stderr"] > cap,
                 "memory_error": "memory" in out["status"],
-                "setup_error": out["status"][6:] if out["status"].startswith("setup ") else ""}
+                "setup_error": out["status"][6:] if setup_failed else ""}
 
     @staticmethod
     def read_into(fd, streams, bufs, sizes, cap, nonblocking=False):

@@ -17,6 +17,7 @@ Backends register by name (`@register_backend`); `local` (default, no daemon nee
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import signal
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping, Protocol, Sequence
 
 __all__ = ["Limits", "Job", "Result", "Status", "STATUSES", "Backend", "register_backend", "get_backend",
-           "list_backends", "run", "run_batch", "classify"]
+           "list_backends", "run", "run_batch", "classify", "shutdown_all"]
 
 Status = Literal["ok", "failed", "timeout", "memory", "killed", "error"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "timeout", "memory", "killed", "error")
@@ -129,6 +130,8 @@ class Backend(Protocol):
 
     def layers(self) -> dict[str, Any]: ...
 
+    def shutdown(self) -> None: ...
+
 
 _BACKENDS: dict[str, type] = {}
 _INSTANCES: dict[tuple[str, int], Any] = {}
@@ -160,8 +163,17 @@ def get_backend(name: str = "local") -> Backend:
     if key not in _INSTANCES:
         if name not in list_backends():
             raise KeyError(f"unknown sandbox backend {name!r}; known: {', '.join(list_backends())}")
+        if not _INSTANCES:
+            atexit.register(shutdown_all)
         _INSTANCES[key] = _BACKENDS[name]()
     return _INSTANCES[key]
+
+
+def shutdown_all() -> None:
+    """Stop the workers of every backend this process started (the next run starts new ones)."""
+    for (_, pid), inst in list(_INSTANCES.items()):
+        if pid == os.getpid():
+            inst.shutdown()
 
 
 def run(code: str, *, stdin: str | None = None, files: Mapping[str, str] | None = None, timeout_s: float = 10.0,

@@ -146,7 +146,10 @@ class Spec:
 def make_spec(opts: LocalOptions, use_bwrap: bool) -> Spec:
     exe, _ = python_paths()
     filt = seccomp.build_filter().hex() if seccomp.supported() else None
-    init = {"seccomp": filt, "preload": list(PRELOAD)}
+    # fresh mode pays for imports only when a job needs them; the plain zygote always preloads, because a job
+    # dropped to uid 65534 may not be able to read a standard library under /root
+    preload = list(PRELOAD) if opts.mode == "warm" or not use_bwrap else []
+    init = {"seccomp": filt, "preload": preload}
     if use_bwrap:
         bwrap, features = bwrap_features()
         init.update(workroot="/tmp/rlvr", scratch=["/tmp", "/dev/shm"])

@@ -8,6 +8,7 @@ import json
 import pytest
 
 import tasks.builtin.code_tasks  # noqa: F401  (registers humaneval and mbpp)
+from tasks.data import VENDORED_DIR
 from tasks.registry import get_task
 from verifiers import pool
 from verifiers.base import VerifyContext, get_verifier
@@ -30,7 +31,7 @@ def _py(code: str, tag: str = "python") -> str:
     (f"{_py('x = 1')}\nthen\n{_py('x = 2')}", "x = 2"),                                 # last block wins
     (f"{_py('x = 1')}\noutput:\n{FENCE}text\n3\n{FENCE}", "x = 1"),                      # non-Python skipped
     (f"{FENCE}python\ndef f():\n    return 1\n", "def f():\n    return 1\n"),            # cut-off block
-    (f"~~~python\ny = 2\n~~~", "y = 2"),
+    ("~~~python\ny = 2\n~~~", "y = 2"),
     (f"{FENCE}python\na = '{FENCE}'\n{FENCE}", "a = '```'"),                            # fence inside a string
     ("def f(x):\n    return x\n", "def f(x):\n    return x\n"),                            # bare code compiles
     ("I think the answer is to loop over it.", None),
@@ -126,7 +127,7 @@ def test_mbpp_prompt_shows_tests_and_vendored_copy_matches_shared(shared_data):
     task = get_task("mbpp")
     ex = task.load("test")[0]
     assert ex.meta["tests"][0] in task.render(ex)
-    vendored = gzip.open(tasks.builtin.code_tasks.__file__.rsplit("/", 2)[0] + "/data/mbpp.jsonl.gz").read()
+    vendored = gzip.open(VENDORED_DIR / "mbpp.jsonl.gz").read()
     assert vendored == (shared_data / "mbpp" / "mbpp.jsonl").read_bytes()
 
 

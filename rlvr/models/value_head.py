@@ -1,0 +1,146 @@
+"""A scalar head on a causal LM's hidden states: the reward model, the process reward model and (later) the
+PPO critic are all this one module.
+
+    scores = head(norm(h_T))            h [B, T, H] last-layer hidden states -> scores [B, T] (float32)
+
+A reward model reads `scores` at the last real token of each sequence; a PRM reads them at the last token of
+each step (the step separator), as logits of P(step correct).
+
+Saved layout (`save_pretrained(dir)`): the backbone's own `save_pretrained` files (config.json,
+model.safetensors: a plain HF base model, loadable without this code), plus `value_head.safetensors`
+(`head.weight` [1, H], `head.bias` [1]) and `value_head.json` (what the head was trained as, e.g.
+`{"kind": "prm", "step_separator": "\\n"}`). `load_state_dict` accepts the merged keys of both files, so the
+shared `CheckpointManager.restore` works unchanged.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlvr.errors import ConfigError
+
+__all__ = ["ValueHeadModel", "load_value_model", "is_value_model", "right_pad", "last_token_index",
+           "HEAD_FILE", "META_FILE"]
+
+HEAD_FILE = "value_head.safetensors"
+META_FILE = "value_head.json"
+
+
+class ValueHeadModel(nn.Module):
+    """`backbone` (an HF base model, e.g. LlamaModel) + `head` (Linear H -> 1). `meta` is saved with it."""
+
+    def __init__(self, backbone: nn.Module, meta: dict[str, Any] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        # Small init so initial rewards are ~0 and BT/BCE start near log 2 (std 1/sqrt(H+1), as InstructGPT/TRL).
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
+        nn.init.zeros_(self.head.bias)
+        self.meta = dict(meta or {})
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, attention_mask [B, T] -> scores [B, T] float32 (one scalar per position)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False)
+        h = out.last_hidden_state                                  # [B, T, H], already final-normed
+        return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        self.backbone.save_pretrained(path, **kwargs)
+        head = {f"head.{k}": v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+        save_file(head, str(path / HEAD_FILE))
+        (path / META_FILE).write_text(json.dumps(self.meta, indent=1) + "\n")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Accepts both this module's own keys and the saved layout's (backbone keys without a prefix)."""
+        own = {k if k.startswith(("head.", "backbone.")) else f"backbone.{k}": v for k, v in state_dict.items()}
+        return super().load_state_dict(own, strict=strict, assign=assign)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: str = "float32") -> "ValueHeadModel":
+        """Load a saved ValueHeadModel directory (backbone + head + meta)."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        path = Path(path)
+        backbone = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = cls(backbone, json.loads((path / META_FILE).read_text()))
+        head = load_file(str(path / HEAD_FILE))
+        model.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()})
+        return model.to(getattr(torch, dtype))
+
+    @classmethod
+    def from_causal_lm(cls, path: str | Path, *, dtype: str = "float32",
+                       meta: dict[str, Any] | None = None) -> "ValueHeadModel":
+        """A fresh head on the base model of a causal-LM checkpoint (its LM head is not loaded)."""
+        from transformers import AutoModel
+
+        backbone = AutoModel.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        return cls(backbone, meta).to(getattr(torch, dtype))
+
+
+def is_value_model(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).is_file() and (Path(path) / HEAD_FILE).is_file()
+
+
+def load_value_model(path: str, *, dtype: str = "float32", meta: dict[str, Any] | None = None,
+                     expect_kind: str | None = None) -> tuple[ValueHeadModel, Any]:
+    """(model, tokenizer) from a saved ValueHeadModel dir, or a fresh head on a causal LM (`tiny`, dir, hub id).
+
+    `expect_kind` ("reward" / "prm"): a saved model trained as something else is a ConfigError.
+    The tokenizer gets a pad token (EOS when it has none) and right padding (see `right_pad`).
+    """
+    from transformers import AutoTokenizer
+
+    from rlvr.trainers.common import resolve_model_path
+
+    resolved = resolve_model_path(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved)
+        if is_value_model(resolved):
+            model = ValueHeadModel.from_pretrained(resolved, dtype=dtype)
+        else:
+            model = ValueHeadModel.from_causal_lm(resolved, dtype=dtype, meta=meta)
+    except OSError as e:
+        raise ConfigError(f"model: cannot load {path!r}: {str(e).splitlines()[0]}") from None
+    kind = model.meta.get("kind")
+    if expect_kind is not None and kind is not None and kind != expect_kind:
+        raise ConfigError(f"model: {path!r} is a {kind!r} model, expected a {expect_kind!r} model")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return model, tok
+
+
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (input_ids [B, L], attention_mask [B, L]) right-padded, L = longest row.
+
+    Right padding keeps positions 0..len-1 for real tokens, so no position_ids are needed.
+    """
+    L = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        attn[i, :len(r)] = 1
+    return ids, attn
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """attention_mask [B, L] (right-padded) -> index of each row's last real token [B]."""
+    return (attention_mask.sum(-1) - 1).clamp(min=0)
