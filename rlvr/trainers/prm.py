@@ -1,0 +1,495 @@
+"""Process reward model (PRM) training: classify every step of a solution as correct or not, reading a
+scalar head at each step's last token (the step separator).
+
+    x = question ⊕ sep ⊕ step_1 ⊕ sep ⊕ ... ⊕ step_n ⊕ sep        sep: `step_separator` (default "\\n")
+    p_i = σ(head(h[end_i]))     end_i = index of the last token of "step_i ⊕ sep"
+    loss = mean over labelled steps of BCE(p_i, y_i)              y: rating 1 -> 1, -1 -> 0, 0 -> `neutral`
+
+Follows Lightman et al. 2023, "Let's Verify Step by Step" (arXiv:2305.20050), with a scalar head instead of
+reading the LM's logits of special tokens. Departures / knobs: neutral ratings map to `positive`, `negative`
+or `ignore`; sequences longer than `max_length` lose their beginning (steps that fall off lose their labels).
+
+Data formats (JSONL / JSONL.gz; detected per record, see STEP_FORMATS):
+- `steps`: {"question": str, "steps": [str], "labels": [1 | 0 | -1 | null]}       (this repo's native format)
+- `prm800k`: the original PRM800K record (question.problem, label.steps[].completions[].rating,
+  chosen_completion / human_completion): the chosen path plus every rated alternative at each step;
+- `stepwise`: the derived one-row-per-step layout ({instruction, responses, next_response, rating}).
+The last two are rebuilt into trajectories: every rated (prefix, step) becomes a path; paths that are a prefix
+of another path are merged into it, so each trajectory carries labels for all its rated steps.
+
+Eval on held-out problems: step-level ROC AUC (each rated (prefix, step) counted once) and first-error
+detection (ProcessBench, Zheng et al. 2024, arXiv:2412.06559): accuracy on trajectories with an error (the
+first step with p < threshold is the first labelled-wrong step), on all-correct ones (no step below the
+threshold), and their harmonic mean `first_error_f1`.
+"""
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import field_validator, model_validator
+
+from rlvr.config import Config
+from rlvr.errors import DataError
+from rlvr.models.value_head import ValueHeadModel, right_pad
+from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
+                                  clip_and_check)
+from rlvr.trainers.logger import MetricsLogger
+from rlvr.trainers.reward_model import read_jsonl_any, save_model_dir
+from rlvr.trainers.sft import batch_indices
+
+__all__ = ["PRMConfig", "SyntheticConfig", "StepExample", "STEP_FORMATS", "read_step_data", "synthetic_chains",
+           "trajectories_from_rated", "encode_steps", "step_logits", "roc_auc", "first_error_metrics",
+           "evaluate_prm", "train_prm"]
+
+Rating = int | None
+
+
+class SyntheticConfig(Config):
+    """Arithmetic chains `a+b=c` (one per line) with injected wrong results (see `synthetic_chains`)."""
+
+    n: int = 4000
+    """chains generated (problems)"""
+    min_steps: int = 2
+    """fewest steps per chain"""
+    max_steps: int = 5
+    """most steps per chain"""
+    max_value: int = 9
+    """every intermediate value stays in 0..max_value"""
+    error_rate: float = 0.5
+    """share of chains with one wrong step (the chain stops there, as PRM800K labelling does)"""
+
+
+class PRMConfig(Config):
+    model: str = "tiny"
+    """causal LM to put the head on ('tiny', a local HF dir or hub id), or a saved PRM to go on"""
+    data: list[str] = []
+    """training files (formats in the module doc); empty: use `synthetic`"""
+    synthetic: SyntheticConfig | None = None
+    """generate arithmetic chains instead of reading `data`"""
+    data_limit: int | None = None
+    """read at most this many records per file"""
+    eval_data: list[str] = []
+    """held-out files; when empty, `eval_fraction` of the problems is held out (split by question)"""
+    eval_fraction: float = 0.1
+    """share of problems held out when eval_data is empty"""
+    output_dir: str = "runs/prm"
+    """run directory (checkpoints, metrics, final model in <output_dir>/model)"""
+    seed: int = 0
+    """data order, synthetic data and hold-out split"""
+    step_separator: str = "\n"
+    """text after the question and after every step; its last token carries the step's label"""
+    neutral: Literal["positive", "negative", "ignore"] = "positive"
+    """what a neutral (0) rating trains as"""
+    max_steps: int = 300
+    """optimizer steps"""
+    batch_size: int = 32
+    """trajectories per optimizer step"""
+    micro_batch: int = 32
+    """trajectories per forward/backward"""
+    lr: float = 1e-3
+    """peak learning rate (AdamW)"""
+    weight_decay: float = 0.0
+    """decoupled weight decay on matrices"""
+    warmup_steps: int = 0
+    """linear warm-up steps"""
+    schedule: str = "constant"
+    """constant | linear | cosine"""
+    grad_clip: float | None = 1.0
+    """max global grad norm (None: no clipping)"""
+    max_length: int = 512
+    """tokens per trajectory; longer ones lose their beginning"""
+    threshold: float = 0.5
+    """a step with p < threshold counts as wrong (first-error detection)"""
+    eval_every: int = 50
+    """steps between held-out evaluations (0: only at the end)"""
+    eval_batch: int = 64
+    """trajectories per forward at evaluation"""
+    bf16: bool = True
+    """bf16 autocast with fp32 master weights"""
+    checkpoint_every: int = 100
+    """steps between checkpoints (0: only at the end)"""
+    keep_last: int = 2
+    """checkpoints kept"""
+
+    @field_validator("data", "eval_data", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> "PRMConfig":
+        if not self.data and self.synthetic is None:
+            raise ValueError("give training `data` files or a `synthetic` section")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not self.step_separator:
+            raise ValueError("step_separator must be a non-empty string")
+        if self.micro_batch < 1 or self.batch_size < 1 or self.max_length < 2:
+            raise ValueError("batch_size, micro_batch must be >= 1 and max_length >= 2")
+        return self
+
+
+@dataclass(frozen=True)
+class StepExample:
+    """One solution path: its steps and a rating per step (1 good, 0 neutral, -1 bad, None unrated)."""
+
+    question: str
+    steps: tuple[str, ...]
+    labels: tuple[Rating, ...]
+
+
+@dataclass(frozen=True)
+class RatedStep:
+    question: str
+    prefix: tuple[str, ...]
+    step: str
+    rating: Rating
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def _rating(value: Any, where: str) -> Rating:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value in (-1, 0, 1)):
+        return value
+    raise DataError(f"{where}: rating must be 1, 0, -1 or null, got {value!r}")
+
+
+def _native(rec: dict, where: str) -> StepExample:
+    steps, labels = rec.get("steps"), rec.get("labels")
+    if not (isinstance(steps, list) and all(isinstance(s, str) for s in steps)):
+        raise DataError(f"{where}: field 'steps' must be a list of strings")
+    if not isinstance(labels, list) or len(labels) != len(steps):
+        raise DataError(f"{where}: field 'labels' must be a list as long as 'steps' ({len(steps)})")
+    if not isinstance(rec.get("question"), str):
+        raise DataError(f"{where}: field 'question' must be a string")
+    return StepExample(rec["question"], tuple(steps), tuple(_rating(v, where) for v in labels))
+
+
+def _prm800k(rec: dict, where: str) -> Iterable[RatedStep]:
+    try:
+        question, steps = rec["question"]["problem"], rec["label"]["steps"]
+    except (KeyError, TypeError):
+        raise DataError(f"{where}: a PRM800K record needs question.problem and label.steps") from None
+    prefix: tuple[str, ...] = ()
+    for step in steps:
+        completions = step.get("completions") or []
+        for c in completions:
+            yield RatedStep(question, prefix, c["text"], _rating(c.get("rating"), where))
+        human = step.get("human_completion")
+        if human:
+            yield RatedStep(question, prefix, human["text"], _rating(human.get("rating"), where))
+        chosen = step.get("chosen_completion")
+        if chosen is not None and 0 <= chosen < len(completions):
+            prefix = prefix + (completions[chosen]["text"],)
+        elif human:
+            prefix = prefix + (human["text"],)
+        else:
+            break
+
+
+def _stepwise(rec: dict, where: str) -> Iterable[RatedStep]:
+    prev = rec.get("responses") or []
+    if not isinstance(rec.get("instruction"), str) or not isinstance(rec.get("next_response"), str):
+        raise DataError(f"{where}: a stepwise record needs string fields 'instruction' and 'next_response'")
+    yield RatedStep(rec["instruction"], tuple(prev), rec["next_response"], _rating(rec.get("rating"), where))
+
+
+# name -> (how to recognise a record, how to read it). `steps` gives StepExamples; the others give RatedSteps.
+STEP_FORMATS: dict[str, tuple[Callable[[dict], bool], Callable[[dict, str], Any]]] = {
+    "steps": (lambda r: "steps" in r and "labels" in r, _native),
+    "prm800k": (lambda r: "label" in r and "question" in r, _prm800k),
+    "stepwise": (lambda r: "next_response" in r, _stepwise),
+}
+
+
+def trajectories_from_rated(rated: Iterable[RatedStep]) -> list[StepExample]:
+    """Rated (prefix, step) pairs -> one trajectory per maximal path, labelled wherever a rating exists.
+
+    A path that is a strict prefix of another is folded into the longer ones (its label appears there); when
+    the same (prefix, step) is rated twice, the first rating wins. Order: first appearance of each question.
+    """
+    ratings: dict[tuple[str, tuple[str, ...]], Rating] = {}
+    for r in rated:
+        ratings.setdefault((r.question, r.prefix + (r.step,)), r.rating)
+    inner = {(q, path[:i]) for q, path in ratings for i in range(1, len(path))}
+    out = []
+    for (q, path) in ratings:
+        if (q, path) not in inner:
+            out.append(StepExample(q, path, tuple(ratings.get((q, path[:i + 1])) for i in range(len(path)))))
+    return out
+
+
+def read_step_data(paths: Sequence[str | Path], limit: int | None = None) -> list[StepExample]:
+    """All trajectories of `paths`; each record's format is detected with STEP_FORMATS."""
+    native, rated = [], []
+    for path in paths:
+        for lineno, rec in read_jsonl_any(path, limit):
+            where = f"{path}:{lineno}"
+            fmt = next((name for name, (match, _) in STEP_FORMATS.items() if match(rec)), None)
+            if fmt is None:
+                raise DataError(f"{where}: unknown step-label format (keys: {', '.join(sorted(rec))}); "
+                                f"known: {', '.join(STEP_FORMATS)}")
+            got = STEP_FORMATS[fmt][1](rec, where)
+            if fmt == "steps":
+                native.append(got)
+            else:
+                rated.extend(got)
+    return native + trajectories_from_rated(rated)
+
+
+def synthetic_chains(cfg: SyntheticConfig, seed: int) -> list[StepExample]:
+    """Arithmetic chains: question "start a0", steps "a+b=c" / "a-b=c" continuing from the previous result.
+
+    With probability `error_rate` one step (uniform position) gets a wrong result c' = c ± d (d in 1..3,
+    kept in 0..max_value); it is labelled -1 and the chain stops there. All other steps are labelled 1.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(cfg.n):
+        n_steps = rng.randint(cfg.min_steps, cfg.max_steps)
+        bad_at = rng.randrange(n_steps) if rng.random() < cfg.error_rate else None
+        a = rng.randint(0, cfg.max_value)
+        question, steps, labels = f"start {a}", [], []
+        for i in range(n_steps):
+            b = rng.randint(1, cfg.max_value)
+            op = rng.choice("+-")
+            if (op == "+" and a + b > cfg.max_value) or (op == "-" and a - b < 0):
+                op = "-" if op == "+" else "+"
+            b = min(b, a) if op == "-" else min(b, cfg.max_value - a)
+            c = a + b if op == "+" else a - b
+            if i == bad_at:
+                wrong = [v for v in range(c - 3, c + 4) if v != c and 0 <= v <= cfg.max_value]
+                steps.append(f"{a}{op}{b}={rng.choice(wrong)}")
+                labels.append(-1)
+                break
+            steps.append(f"{a}{op}{b}={c}")
+            labels.append(1)
+            a = c
+        out.append(StepExample(question, tuple(steps), tuple(labels)))
+    return out
+
+
+def split_by_question(examples: Sequence[StepExample], fraction: float, seed: int
+                      ) -> tuple[list[StepExample], list[StepExample]]:
+    """Held-out split by problem (a stable hash of the question), so no problem is in both sides."""
+    def held(q: str) -> bool:
+        return (zlib.crc32(f"{seed}:{q}".encode()) % 10_000) < fraction * 10_000
+    return [e for e in examples if not held(e.question)], [e for e in examples if held(e.question)]
+
+
+# ----------------------------------------------------------------------------------------------------- model
+def encode_steps(tokenizer: Any, question: str, steps: Sequence[str], sep: str,
+                 max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids of question ⊕ sep ⊕ (step ⊕ sep)* and the index of each step's last token.
+
+    Pieces are tokenised one by one, so step boundaries are exact for any tokenizer (the scorer uses this same
+    function). Longer than max_length: the first tokens are dropped and so are the ends that fall off; the
+    returned ends then refer to the LAST len(ends) steps.
+    """
+    ids = tokenizer(question + sep, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+        ids = [tokenizer.bos_token_id] + ids
+    ends = []
+    for step in steps:
+        ids = ids + tokenizer(step + sep, add_special_tokens=False)["input_ids"]
+        ends.append(len(ids) - 1)
+    cut = max(0, len(ids) - max_length)
+    return ids[cut:], [e - cut for e in ends if e >= cut]
+
+
+def step_logits(model: ValueHeadModel, rows: list[list[int]], ends: list[list[int]], pad_id: int) -> list[torch.Tensor]:
+    """One forward over `rows`; returns per row the logits at its step ends (a [n_i] tensor each)."""
+    ids, attn = right_pad(rows, pad_id)
+    device = model.head.weight.device
+    scores = model(ids.to(device), attn.to(device))                     # [B, L]
+    return [scores[i, torch.tensor(e, dtype=torch.long, device=device)] for i, e in enumerate(ends)]
+
+
+def _targets(labels: Sequence[Rating], neutral: str) -> list[float | None]:
+    table = {1: 1.0, -1: 0.0, 0: {"positive": 1.0, "negative": 0.0, "ignore": None}[neutral], None: None}
+    return [table[v] for v in labels]
+
+
+def _encode_all(examples: Sequence[StepExample], tokenizer: Any, cfg: PRMConfig):
+    """Per trajectory: (ids, ends, targets), targets aligned with the surviving ends."""
+    out = []
+    for ex in examples:
+        ids, ends = encode_steps(tokenizer, ex.question, ex.steps, cfg.step_separator, cfg.max_length)
+        targets = _targets(ex.labels, cfg.neutral)[len(ex.steps) - len(ends):]
+        out.append((ids, ends, targets))
+    return out
+
+
+def _labelled(logits: torch.Tensor, targets: Sequence[float | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = [i for i, t in enumerate(targets) if t is not None]
+    return logits[keep], torch.tensor([targets[i] for i in keep], device=logits.device)
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+def roc_auc(scores: Sequence[float], labels: Sequence[int | bool]) -> float:
+    """Exact ROC AUC by the Mann-Whitney U statistic (ties get average ranks; NaN if a class is empty):
+
+        AUC = (R₊ − n₊(n₊+1)/2) / (n₊ n₋)        R₊ = sum of the positives' ranks (1-based, ascending)
+    """
+    s = torch.as_tensor(list(scores), dtype=torch.float64)
+    y = torch.as_tensor([bool(v) for v in labels])
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(s, stable=True)
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    start = 0
+    while start < len(s):                      # average ranks over runs of equal scores
+        stop = start
+        while stop + 1 < len(s) and sorted_s[stop + 1] == sorted_s[start]:
+            stop += 1
+        ranks[order[start:stop + 1]] = (start + stop) / 2 + 1
+        start = stop + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def first_error_metrics(probs: Sequence[Sequence[float]], targets: Sequence[Sequence[float | None]],
+                        threshold: float) -> dict[str, float]:
+    """ProcessBench-style first-error detection over fully labelled trajectories (see module doc)."""
+    hits = {"error": [], "correct": []}
+    for p, t in zip(probs, targets):
+        if len(p) != len(t) or any(v is None for v in t) or not t:
+            continue
+        gold = next((i for i, v in enumerate(t) if v < 0.5), None)
+        pred = next((i for i, v in enumerate(p) if v < threshold), None)
+        hits["error" if gold is not None else "correct"].append(float(pred == gold))
+    acc = {k: sum(v) / len(v) if v else float("nan") for k, v in hits.items()}
+    f1 = 2 * acc["error"] * acc["correct"] / (acc["error"] + acc["correct"]) \
+        if hits["error"] and hits["correct"] and acc["error"] + acc["correct"] > 0 else float("nan")
+    return {"eval/first_error_acc_error": acc["error"], "eval/first_error_acc_correct": acc["correct"],
+            "eval/first_error_f1": f1, "eval/trajectories_error": len(hits["error"]),
+            "eval/trajectories_correct": len(hits["correct"])}
+
+
+@torch.no_grad()
+def evaluate_prm(model: ValueHeadModel, examples: Sequence[StepExample], encoded, pad_id: int,
+                 cfg: PRMConfig) -> dict[str, float]:
+    """Step AUC / accuracy / BCE over unique rated steps, and first-error detection over trajectories."""
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    probs: list[list[float]] = [[] for _ in encoded]
+    for s in range(0, len(order), cfg.eval_batch):
+        idx = order[s:s + cfg.eval_batch]
+        with autocast(cfg.bf16):
+            logits = step_logits(model, [encoded[i][0] for i in idx], [encoded[i][1] for i in idx], pad_id)
+        for i, lg in zip(idx, logits):
+            probs[i] = torch.sigmoid(lg.float()).cpu().tolist()
+    seen, p_all, y_all = set(), [], []
+    for ex, (_, ends, targets), p in zip(examples, encoded, probs):
+        first = len(ex.steps) - len(ends)
+        for j, (pj, tj) in enumerate(zip(p, targets)):
+            key = (ex.question, ex.steps[:first + j + 1])
+            if tj is not None and key not in seen:
+                seen.add(key)
+                p_all.append(pj)
+                y_all.append(tj)
+    if not y_all:
+        return {}
+    pt, yt = torch.tensor(p_all, dtype=torch.float64), torch.tensor(y_all, dtype=torch.float64)
+    out = {"eval/step_auc": roc_auc(p_all, [y > 0.5 for y in y_all]),
+           "eval/step_accuracy": float(((pt >= cfg.threshold).double() == yt).double().mean()),
+           "eval/loss": float(F.binary_cross_entropy(pt.clamp(1e-7, 1 - 1e-7), yt)),
+           "eval/steps": float(len(y_all)), "eval/positive_frac": float(yt.mean())}
+    out.update(first_error_metrics(probs, [t for _, _, t in encoded], cfg.threshold))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- training
+def load_prm_data(cfg: PRMConfig) -> tuple[list[StepExample], list[StepExample]]:
+    """(train, held-out) trajectories from files or the synthetic generator, as `cfg` says."""
+    if cfg.data:
+        examples = read_step_data(cfg.data, cfg.data_limit)
+    else:
+        examples = synthetic_chains(cfg.synthetic, cfg.seed)
+    if cfg.eval_data:
+        return examples, read_step_data(cfg.eval_data, cfg.data_limit)
+    return split_by_question(examples, cfg.eval_fraction, cfg.seed)
+
+
+def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train a PRM as `cfg` says; writes <output_dir>/model and prm_summary.json. Returns the summary."""
+    from rlvr.models.value_head import load_value_model
+    from rlvr.trainers.checkpoint import seed_everything
+
+    seed_everything(cfg.seed)
+    train, held = load_prm_data(cfg)
+    if not train:
+        raise DataError("data: no training trajectories")
+    meta = {"kind": "prm", "step_separator": cfg.step_separator, "max_length": cfg.max_length}
+    model, tok = load_value_model(cfg.model, expect_kind="prm", meta=meta)
+    model.meta.update(meta)
+    enc_train, enc_held = _encode_all(train, tok, cfg), _encode_all(held, tok, cfg)
+    out = Path(cfg.output_dir)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
+    ckpts = CheckpointManager(out, keep_last=cfg.keep_last)
+    step, evals = 0, []
+    last = ckpts.latest() if resume else None
+    if last is not None:
+        ckpts.restore(last, model, opt, sched)
+        step, evals = last.state["step"], last.state.get("evals", [])
+        log_fn(f"prm: resumed from {last.path} (step {step})")
+    logger = MetricsLogger(out, name="prm", total_steps=cfg.max_steps, resume_step=step if last else None,
+                           show_keys=["loss/prm", "prm/accuracy", "eval/step_auc"])
+    t_start = time.time()
+    try:
+        while step < cfg.max_steps:
+            model.train()
+            t0 = time.time()
+            idx = batch_indices(len(train), step, cfg.batch_size, cfg.seed)
+            n_lab = sum(t is not None for i in idx for t in enc_train[i][2])
+            loss_sum, hits = 0.0, 0.0
+            for s in range(0, len(idx), cfg.micro_batch):
+                mb = [enc_train[i] for i in idx[s:s + cfg.micro_batch]]
+                with autocast(cfg.bf16):
+                    logits = step_logits(model, [m[0] for m in mb], [m[1] for m in mb], tok.pad_token_id)
+                pairs = [_labelled(lg.float(), m[2]) for lg, m in zip(logits, mb)]
+                lg, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+                # Sum over this micro-batch / labelled steps in the whole step = a global mean over steps.
+                loss = F.binary_cross_entropy_with_logits(lg, y, reduction="sum") / max(1, n_lab)
+                check_finite(loss, f"prm step {step + 1}: loss")
+                loss.backward()
+                loss_sum += float(loss)
+                hits += float(((lg.detach() >= 0).float() == y).sum())
+            gnorm = clip_and_check(model, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            n_tok = sum(len(enc_train[i][0]) for i in idx)
+            metrics = {"loss/prm": loss_sum, "prm/accuracy": hits / max(1, n_lab), "prm/labelled_steps": n_lab,
+                       "grad/norm": gnorm, "lr": sched.get_last_lr()[0],
+                       "perf/tokens_per_s": n_tok / max(1e-9, time.time() - t0)}
+            if held and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps):
+                ev = evaluate_prm(model, held, enc_held, tok.pad_token_id, cfg)
+                evals.append((step, ev.get("eval/step_auc")))
+                metrics.update(ev)
+            logger.log(step, metrics)
+            if step == cfg.max_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                ckpts.save(step, model, opt, sched, state={"evals": evals}, tokenizer=tok)
+    except NonFiniteError as e:
+        good = ckpts.latest()
+        where = f"last good checkpoint: {good.path}" if good else "no checkpoint was written yet"
+        raise NonFiniteError(f"prm: {e}; stopping ({where})") from None
+    finally:
+        logger.close()
+    save_model_dir(model, tok, out / "model")
+    final = logger.rows[-1] if logger.rows else {}
+    summary = {"steps": step, "train_trajectories": len(train), "eval_trajectories": len(held), "evals": evals,
+               **{k: final[k] for k in final if k.startswith("eval/")}, "model": str(out / "model"),
+               "wall_s": time.time() - t_start}
+    atomic_write_json(out / "prm_summary.json", summary)
+    return summary
