@@ -44,6 +44,8 @@ class GRPOConfig(Config):
     """nucleus sampling"""
     max_new_tokens: int = 64
     """completion budget; hitting it marks the completion truncated"""
+    min_new_tokens: int = 0
+    """EOS is suppressed before this many tokens (benchmarks use it to fix the work per step)"""
     lr: float = 1e-6
     """peak learning rate (AdamW)"""
     weight_decay: float = 0.0
@@ -147,7 +149,8 @@ def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig,
     all_scores, n_groups, dropped, t_gen, t_ver = [], 0, 0, 0.0, 0.0
     for rnd in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_new_tokens, seed=seed * 1000 + rnd)
+                                max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                                seed=seed * 1000 + rnd)
         idx = stream.take(cfg.prompts_per_step - len(kept))
         exs = [examples[i] for i in idx]
         t0 = time.time()
