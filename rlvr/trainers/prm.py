@@ -462,7 +462,7 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
                 loss = F.binary_cross_entropy_with_logits(lg, y, reduction="sum") / max(1, n_lab)
                 check_finite(loss, f"prm step {step + 1}: loss")
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 hits += float(((lg.detach() >= 0).float() == y).sum())
             gnorm = clip_and_check(model, cfg.grad_clip)
             opt.step()

@@ -262,7 +262,7 @@ def evaluate_rm(model: ValueHeadModel, encoded: list[list[list[int]]], groups: S
             rewards[idx] = score_texts(model, [flat[i] for i in idx], pad_id).float().cpu()
     margins = torch.tensor([g.margin for g in groups])
     loss, st = group_loss(rewards, [len(g.responses) for g in groups], margins, cfg, len(groups))
-    return {"eval/pairwise_accuracy": st["correct"] / st["pairs"], "eval/loss": float(loss),
+    return {"eval/pairwise_accuracy": st["correct"] / st["pairs"], "eval/loss": float(loss.detach()),
             "eval/reward_mean": st["reward_sum"] / st["sequences"], "eval/pairs": st["pairs"]}
 
 
@@ -330,7 +330,7 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False,
                 loss, st = group_loss(rewards, [len(train[i].responses) for i in mb], margins, cfg, len(idx))
                 check_finite(loss, f"rm step {step + 1}: loss")
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 totals = {k: totals.get(k, 0.0) + v for k, v in st.items()}
             gnorm = clip_and_check(model, cfg.grad_clip)
             opt.step()

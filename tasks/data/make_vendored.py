@@ -16,8 +16,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# output file -> (input file relative to the shared data dir, fields kept)
-FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+# output file -> (input file relative to the shared data dir, fields kept; None = the file verbatim)
+FILES: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "gsm8k_train": ("gsm8k/train.jsonl", ("question", "answer")),
     "gsm8k_test": ("gsm8k/test.jsonl", ("question", "answer")),
     "math500_test": ("prm800k_math_splits/test.jsonl",
@@ -29,6 +29,7 @@ FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "olympiadbench_test": ("qwen25_math_eval/olympiadbench/test.jsonl",
                            ("id", "question", "final_answer", "is_multiple_answer", "unit", "answer_type",
                             "subfield")),
+    "mbpp": ("mbpp/mbpp.jsonl", None),          # code task: all fields, byte-identical (SOURCES_code.md)
 }
 
 
@@ -36,15 +37,19 @@ def vendor(shared: Path, out_dir: Path = HERE) -> dict[str, int]:
     """Write every file in FILES; returns {output name: compressed size in bytes}."""
     sizes = {}
     for name, (rel, keep) in FILES.items():
-        lines = []
-        with open(shared / rel, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    rec = json.loads(line)
-                    lines.append(json.dumps({k: rec[k] for k in keep}, ensure_ascii=False))
+        if keep is None:
+            data = (shared / rel).read_bytes()
+        else:
+            lines = []
+            with open(shared / rel, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        rec = json.loads(line)
+                        lines.append(json.dumps({k: rec[k] for k in keep}, ensure_ascii=False))
+            data = ("\n".join(lines) + "\n").encode("utf-8")
         buf = io.BytesIO()
         with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
-            gz.write(("\n".join(lines) + "\n").encode("utf-8"))
+            gz.write(data)
         path = out_dir / f"{name}.jsonl.gz"
         path.write_bytes(buf.getvalue())
         sizes[path.name] = len(buf.getvalue())
