@@ -19,8 +19,8 @@ from rlvr.trainers.common import load_model_and_tokenizer
 from rlvr.trainers.sft import SFTExample, train_sft
 
 
-def _split_examples(recipe: Recipe, task) -> tuple[list, list, list]:
-    """(sft_examples, rl_examples, eval_examples): SFT takes the first N of a seeded shuffle, RL the rest."""
+def _split_examples(recipe: Recipe, task) -> tuple[list, list]:
+    """(sft_examples, rl_examples): SFT takes the first N of a seeded shuffle of the train split, RL the rest."""
     train = list(task.load(recipe.task.train_split))
     random.Random(recipe.seed).shuffle(train)
     n_sft = recipe.sft.examples if recipe.sft.enabled and recipe.sft.examples is not None else \
@@ -28,8 +28,7 @@ def _split_examples(recipe: Recipe, task) -> tuple[list, list, list]:
     sft, rl = train[:n_sft], train[n_sft:]
     if recipe.grpo.enabled and not rl:
         rl = train  # no held-back prompts: RL reuses the SFT prompts (it never sees their answers)
-    held_out = task.load(recipe.task.eval_split, limit=recipe.task.eval_limit)
-    return sft, rl, held_out
+    return sft, rl
 
 
 def with_extra_verifiers(task, specs):
@@ -76,7 +75,8 @@ class Runner:
             os.environ["RLVR_DATA_DIR"] = recipe.task.data_dir
         self.task = with_extra_verifiers(get_task(recipe.task.name, **recipe.task.options),
                                          recipe.task.extra_verifiers)
-        self.sft_examples, self.rl_examples, self.held_out = _split_examples(recipe, self.task)
+        self.eval_task = get_task(recipe.task.eval_task) if recipe.task.eval_task else self.task
+        self.sft_examples, self.rl_examples = _split_examples(recipe, self.task)
 
     # -- evaluation -----------------------------------------------------------------------------------
     def engine(self, model, tokenizer):
@@ -87,13 +87,13 @@ class Runner:
     def greedy(self, model, tokenizer) -> float:
         from rlvr.eval import greedy_pass_at_1
         t = self.recipe.task
-        return greedy_pass_at_1(self.task, self.engine(model, tokenizer), split=t.eval_split, limit=t.eval_limit,
+        return greedy_pass_at_1(self.eval_task, self.engine(model, tokenizer), split=t.eval_split, limit=t.eval_limit,
                                 tokenizer=tokenizer, max_new_tokens=self.recipe.eval.max_new_tokens)
 
     def full_eval(self, model, tokenizer, name: str) -> dict[str, Any]:
         from rlvr.eval import evaluate
         ev, t = self.recipe.eval, self.recipe.task
-        metrics = evaluate(self.task, self.engine(model, tokenizer), n=ev.n, ks=ev.ks, split=t.eval_split,
+        metrics = evaluate(self.eval_task, self.engine(model, tokenizer), n=ev.n, ks=ev.ks, split=t.eval_split,
                            limit=t.eval_limit, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
                            tokenizer=tokenizer, out_dir=self.out / name, seed=self.recipe.seed, progress=False)
         # Flatten {"value", "ci"} entries so summaries and reports can read plain numbers.
@@ -160,8 +160,8 @@ def control_config(recipe: Recipe, grpo_steps_done: int):
 def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     t0 = time.time()
     r = Runner(recipe, resume=resume, log=log)
-    log(f"task {r.task.name}: {len(r.sft_examples)} SFT / {len(r.rl_examples)} RL prompts, "
-        f"{len(r.held_out)} held-out; output {r.out}")
+    log(f"task {r.task.name}: {len(r.sft_examples)} SFT / {len(r.rl_examples)} RL prompts; held-out: "
+        f"{r.eval_task.name}/{recipe.task.eval_split}; output {r.out}")
     stages: list[dict[str, Any]] = []
     start = None
     if recipe.sft.enabled:

@@ -39,6 +39,8 @@ class TaskConfig(Config):
     """split that SFT and RL prompts come from"""
     eval_split: str = "test"
     """held-out split for evaluation"""
+    eval_task: str | None = None
+    """evaluate on another task (e.g. train on math12k, evaluate on math500); None: the same task"""
     eval_limit: int | None = 200
     """held-out prompts used by evals (None: all)"""
     data_dir: str | None = None
@@ -96,8 +98,8 @@ class Recipe(Config):
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     rollout: RolloutConfig = RolloutConfig()
-    sft: SFTStageConfig = SFTStageConfig(enabled=False)
-    grpo: GRPOConfig = GRPOConfig(enabled=False)
+    sft: SFTStageConfig = SFTStageConfig()
+    grpo: GRPOConfig = GRPOConfig()
     control: ControlConfig = ControlConfig()
     eval: EvalConfig = EvalConfig()
 

@@ -142,8 +142,12 @@ class VLLMEngine:
                        logprobs_mode="processed_logprobs", generation_config="vllm", disable_log_stats=True,
                        enable_sleep_mode=self.sleep_mode, **memory)
         options.update(llm_options)
+        set_num_threads = torch.set_num_threads
         with _preserved_rng():               # vLLM reseeds random / numpy / torch globally at start-up
             self._llm = vllm.LLM(**options)
+        # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process; the colocated
+        # trainer must keep control of its own thread count.
+        torch.set_num_threads = set_num_threads
         self._vllm = vllm
         self.max_model_len = int(options["max_model_len"])
         self.eos_ids = _eos_ids(module if module is not None else _GenConfigOnly(model_dir), tokenizer)

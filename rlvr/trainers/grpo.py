@@ -30,8 +30,8 @@ from rlvr.trainers.logger import MetricsLogger
 
 
 class GRPOConfig(Config):
-    enabled: bool = True
-    """run this stage at all"""
+    enabled: bool = False
+    """run this stage at all (a recipe turns it on with `enabled: true`)"""
     steps: int = 40
     """optimizer steps (one batch of groups each, times mu inner iterations)"""
     prompts_per_step: int = 32

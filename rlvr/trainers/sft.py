@@ -21,8 +21,8 @@ from rlvr.trainers.logger import MetricsLogger
 
 
 class SFTConfig(Config):
-    enabled: bool = True
-    """run this stage at all"""
+    enabled: bool = False
+    """run this stage at all (a recipe turns it on with `enabled: true`)"""
     max_steps: int = 1000
     """upper bound on optimizer steps"""
     batch_size: int = 64
