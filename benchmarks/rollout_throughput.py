@@ -12,7 +12,7 @@ On a shared machine the absolute numbers move with the load; the ratio is measur
 The last line printed is one JSON object: {"hf_tok_s": ..., "vllm_tok_s": ..., "ratio": ...}
 
 Usage: python benchmarks/rollout_throughput.py [--model smollm2|tiny|DIR] [--prompts 16] [--n 4]
-       [--max-new-tokens 64] [--temperature 1.0] [--bf16] [--allow-eos] [--seed 0]
+       [--max-new-tokens 64] [--temperature 1.0] [--bf16] [--allow-eos] [--seed 0] [--threads N]
 """
 from __future__ import annotations
 
@@ -62,11 +62,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bf16", action="store_true", help="HF bf16 autocast, vLLM bf16 weights")
     ap.add_argument("--allow-eos", action="store_true", help="let completions end early")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch/OpenMP threads for both engines (default: torch's); 1 is fastest on a busy box")
     args = ap.parse_args(argv)
+
+    import torch
 
     from rlvr.rollout import SamplingParams, get_engine
     from rlvr.trainers.common import load_model_and_tokenizer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = model_dir(args.model)
     model, tok = load_model_and_tokenizer(path, dtype="float32")
     prompts = gsm8k_prompts(tok, args.prompts)
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     prompt_len = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
     print(f"model {args.model} ({path}); {len(prompts)} prompts (mean {prompt_len:.0f} tokens) x n={args.n}, "
           f"max_new_tokens={args.max_new_tokens}, T={args.temperature:g}, "
-          f"{'bf16' if args.bf16 else 'fp32'}, {'EOS allowed' if args.allow_eos else 'fixed length'}")
+          f"{'bf16' if args.bf16 else 'fp32'}, {'EOS allowed' if args.allow_eos else 'fixed length'}, "
+          f"{torch.get_num_threads()} threads")
     print(f"{'engine':8}{'tokens':>9}{'seconds':>10}{'tok/s':>10}")
     print(f"{'hf':8}{hf_tokens:9d}{hf_s:10.2f}{hf_tok_s:10.1f}")
     print(f"{'vllm':8}{vllm_tokens:9d}{vllm_s:10.2f}{vllm_tok_s:10.1f}   (engine start {start_s:.1f} s, not timed)")
