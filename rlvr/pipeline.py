@@ -1,5 +1,6 @@
-"""`rlvr train RECIPE.yaml`: cold-start SFT (optionally until an eval threshold) → GRPO on fresh prompts →
-held-out evaluation, plus an optional labelled-SFT control with the same compute, curves and a report.
+"""`rlvr train RECIPE.yaml`: cold-start SFT (optionally until an eval threshold) → one RL stage on fresh prompts
+(grpo, ppo or dpo: `STAGE_RUNNERS`) → held-out evaluation, plus an optional labelled-SFT control with the same
+compute, curves and a report.
 
 Each stage writes into its own sub-directory and a `DONE.json` marker when finished; with `resume=True` a
 finished stage is skipped and an unfinished one continues from its latest checkpoint. Every stage seeds the
@@ -26,7 +27,7 @@ def _split_examples(recipe: Recipe, task) -> tuple[list, list]:
     n_sft = recipe.sft.examples if recipe.sft.enabled and recipe.sft.examples is not None else \
         (len(train) if recipe.sft.enabled else 0)
     sft, rl = train[:n_sft], train[n_sft:]
-    if recipe.grpo.enabled and not rl:
+    if recipe.rl_stage and not rl:
         rl = train  # no held-back prompts: RL reuses the SFT prompts (it never sees their answers)
     return sft, rl
 
@@ -77,12 +78,24 @@ class Runner:
                                          recipe.task.extra_verifiers)
         self.eval_task = get_task(recipe.task.eval_task) if recipe.task.eval_task else self.task
         self.sft_examples, self.rl_examples = _split_examples(recipe, self.task)
+        self._engine = self._engine_model = None     # see engine()
 
     # -- evaluation -----------------------------------------------------------------------------------
     def engine(self, model, tokenizer):
+        """The rollout engine for `model`: built once per model object and reused by its stage's training and
+        evals (a vLLM engine takes seconds to start and holds a KV cache); a new model closes the old engine."""
         from rlvr.rollout import get_engine
-        return get_engine(self.recipe.rollout.backend, model=model, tokenizer=tokenizer,
-                          autocast_bf16=self.recipe.rollout.bf16)
+        if self._engine_model is not model:
+            self.close_engine()
+            self._engine = get_engine(self.recipe.rollout.backend, model=model, tokenizer=tokenizer,
+                                      autocast_bf16=self.recipe.rollout.bf16)
+            self._engine_model = model
+        return self._engine
+
+    def close_engine(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = self._engine_model = None
 
     def greedy(self, model, tokenizer) -> float:
         from rlvr.eval import greedy_pass_at_1
@@ -130,20 +143,47 @@ class Runner:
         self.finish(name, model, tok, summary)
         return summary
 
-    def run_grpo(self, name: str, start: str | None) -> dict:
-        from rlvr.trainers.grpo import train_grpo
-
+    def run_rl(self, name: str, start: str | None) -> dict:
+        """The recipe's RL stage `name` (a key of STAGE_RUNNERS) from the model of stage `start`."""
         if (s := self.done(name)) is not None:
             self.log(f"{name}: already complete, skipped")
             return s
         seed_everything(self.recipe.seed + 2)
         model, tok = self.load(start)
-        summary = train_grpo(model, tok, self.engine(model, tok), self.task, self.rl_examples, self.recipe.grpo,
-                             out_dir=self.stage_dir(name), seed=self.recipe.seed,
-                             evaluate=lambda m: self.greedy(m, tok), resume=self.resume, name=name,
-                             log_fn=self.log)
+        summary = STAGE_RUNNERS[name](self, model, tok, getattr(self.recipe, name), name)
         self.finish(name, model, tok, summary)
         return summary
+
+
+# -- RL stage runners: (runner, model, tokenizer, stage config, stage name) -> summary --------------------
+def _run_grpo(r: Runner, model, tok, cfg, name: str) -> dict:
+    from rlvr.trainers.grpo import train_grpo
+    return train_grpo(model, tok, r.engine(model, tok), r.task, r.rl_examples, cfg, out_dir=r.stage_dir(name),
+                      seed=r.recipe.seed, evaluate=lambda m: r.greedy(m, tok), resume=r.resume, name=name,
+                      log_fn=r.log)
+
+
+def _run_ppo(r: Runner, model, tok, cfg, name: str) -> dict:
+    from rlvr.trainers.ppo import train_ppo
+    return train_ppo(model, tok, r.engine(model, tok), r.task, r.rl_examples, cfg, out_dir=r.stage_dir(name),
+                     seed=r.recipe.seed, evaluate=lambda m: r.greedy(m, tok), resume=r.resume, name=name,
+                     log_fn=r.log)
+
+
+def _run_dpo(r: Runner, model, tok, cfg, name: str) -> dict:
+    """Offline DPO on `cfg.data` when given, else online rounds sampled from the policy (online_dpo)."""
+    from rlvr.trainers import dpo, online_dpo
+
+    common = dict(out_dir=r.stage_dir(name), seed=r.recipe.seed, evaluate=lambda m: r.greedy(m, tok),
+                  resume=r.resume, name=name, log_fn=r.log)
+    if cfg.data is None:
+        return online_dpo.train_online_dpo(model, tok, r.engine(model, tok), r.task, r.rl_examples, cfg, **common)
+    paired = dpo.get_preference_loss(cfg.dpo.loss).paired
+    items = dpo.encode_records(dpo.read_preference_records(cfg.data), tok, cfg.dpo.max_length, paired)
+    return dpo.train_dpo(model, tok, items, cfg.dpo, **common)
+
+
+STAGE_RUNNERS: dict[str, Callable[..., dict]] = {"grpo": _run_grpo, "ppo": _run_ppo, "dpo": _run_dpo}
 
 
 def control_config(recipe: Recipe, grpo_steps_done: int):
@@ -171,10 +211,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
     start_eval = r.done("eval_start") or _eval_stage(r, "eval_start", start)
     summary: dict[str, Any] = {"recipe": recipe.name, "pass@1_start": start_eval["greedy_pass@1"],
                                "eval_start": start_eval}
-    if recipe.grpo.enabled:
-        g = r.run_grpo("grpo", start)
-        stages.append({"name": "grpo", "kind": "grpo", **g})
-        end_eval = r.done("eval_end") or _eval_stage(r, "eval_end", "grpo")
+    if (rl := recipe.rl_stage) is not None:
+        g = r.run_rl(rl, start)
+        stages.append({"name": rl, "kind": rl, **g})
+        end_eval = r.done("eval_end") or _eval_stage(r, "eval_end", rl)
         summary.update({"pass@1_end": end_eval["greedy_pass@1"], "eval_end": end_eval})
         if recipe.control.enabled:
             ctl_cfg = control_config(recipe, g["steps"])
@@ -183,6 +223,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
             ctl_eval = r.done("eval_control") or _eval_stage(r, "eval_control", "control")
             summary.update({"pass@1_sft_control": ctl_eval["greedy_pass@1"], "eval_control": ctl_eval,
                             "control_steps": ctl_cfg.max_steps})
+    r.close_engine()
     summary["stages"] = stages
     summary["wall_s"] = time.time() - t0
     atomic_write_json(r.out / "summary.json", summary)

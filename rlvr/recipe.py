@@ -11,7 +11,13 @@ from pydantic import model_validator
 
 from rlvr.config import Config, load_config
 from rlvr.trainers.grpo import GRPOConfig
+from rlvr.trainers.online_dpo import OnlineDPOConfig
+from rlvr.trainers.ppo import PPOConfig
 from rlvr.trainers.sft import SFTConfig
+
+# Recipe sections that are an RL / preference stage after SFT; at most one is enabled, and
+# `rlvr.pipeline.STAGE_RUNNERS` maps each name to the function that runs it.
+RL_STAGES = ("grpo", "ppo", "dpo")
 
 
 class ModelConfig(Config):
@@ -63,6 +69,12 @@ class SFTStageConfig(SFTConfig):
     """completion template over the example's fields (`gold`, `question`, meta fields)"""
 
 
+class DPOStageConfig(OnlineDPOConfig):
+    data: str | None = None
+    """offline preference JSONL (pairs, or labelled completions for kto); None: pairs are sampled from the
+    policy every round (online / iterative DPO, or SPIN with pairs: spin)"""
+
+
 class EvalConfig(Config):
     n: int = 8
     """samples per prompt for sampled pass@k"""
@@ -100,13 +112,18 @@ class Recipe(Config):
     rollout: RolloutConfig = RolloutConfig()
     sft: SFTStageConfig = SFTStageConfig()
     grpo: GRPOConfig = GRPOConfig()
+    ppo: PPOConfig = PPOConfig(enabled=False)
+    dpo: DPOStageConfig = DPOStageConfig(enabled=False)
     control: ControlConfig = ControlConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
-        if not (self.sft.enabled or self.grpo.enabled):
-            raise ValueError("enable at least one of sft / grpo")
+        rl = [name for name in RL_STAGES if getattr(self, name).enabled]
+        if not (self.sft.enabled or rl):
+            raise ValueError(f"enable at least one of sft / {' / '.join(RL_STAGES)}")
+        if len(rl) > 1:
+            raise ValueError(f"enable at most one RL stage; enabled: {', '.join(rl)} (set the others' enabled: false)")
         if any(k < 1 or k > self.eval.n for k in self.eval.ks):
             raise ValueError(f"eval.ks {self.eval.ks} must lie in 1..eval.n={self.eval.n}")
         if self.control.enabled and not self.grpo.enabled:
@@ -114,6 +131,11 @@ class Recipe(Config):
         if self.grpo.enabled and self.grpo.group_size < 2:
             raise ValueError("grpo.group_size must be >= 2 (advantages are relative within a group)")
         return self
+
+    @property
+    def rl_stage(self) -> str | None:
+        """The enabled RL stage's section name (one of RL_STAGES), or None."""
+        return next((name for name in RL_STAGES if getattr(self, name).enabled), None)
 
     @property
     def out_dir(self) -> str:

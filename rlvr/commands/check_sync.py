@@ -38,9 +38,10 @@ def check_sync(model: str = "tiny", *, prompts: int = len(PROMPTS), max_new_toke
     """Returns {"before": parity, "after": parity, "sync_s": seconds, "init_s": seconds} (see module doc)."""
     import torch
 
-    from rlvr.rollout.vllm import VLLMEngine, logprob_parity
+    from rlvr.rollout.vllm import VLLMEngine, import_vllm, logprob_parity
     from rlvr.trainers.common import load_model_and_tokenizer, resolve_model_path
 
+    import_vllm()                                             # fail before loading anything when it is missing
     if not 1 <= prompts <= len(PROMPTS):
         raise RLVRError(f"--prompts must be in 1..{len(PROMPTS)}, got {prompts}")
     if max_new_tokens < 1:

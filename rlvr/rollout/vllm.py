@@ -46,6 +46,12 @@ from rlvr.rollout.base import Rollout, SamplingParams, register_engine
 __all__ = ["VLLMEngine", "WeightSyncError", "import_vllm", "prompt_seed", "run_with_deadline", "logprob_parity"]
 
 
+# Engines not closed yet (strong references: dropping a `vllm.LLM` runs its shutdown, which tears down vLLM's
+# process-global parallel state under every other engine), and closed ones waiting for the last to close.
+_OPEN: list["VLLMEngine"] = []
+_PARKED: list[Any] = []
+
+
 class WeightSyncError(RLVRError):
     """A weight sync failed or did not finish in time; the engine cannot be trusted afterwards."""
 
@@ -142,12 +148,15 @@ class VLLMEngine:
                        logprobs_mode="processed_logprobs", generation_config="vllm", disable_log_stats=True,
                        enable_sleep_mode=self.sleep_mode, **memory)
         options.update(llm_options)
+        # vLLM's start-up reseeds random / numpy / torch globally and its CPU worker replaces
+        # torch.set_num_threads with a no-op for the whole process: the colocated trainer keeps its own.
         set_num_threads = torch.set_num_threads
-        with _preserved_rng():               # vLLM reseeds random / numpy / torch globally at start-up
-            self._llm = vllm.LLM(**options)
-        # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process; the colocated
-        # trainer must keep control of its own thread count.
-        torch.set_num_threads = set_num_threads
+        try:
+            with _preserved_rng():
+                self._llm = vllm.LLM(**options)
+        finally:
+            torch.set_num_threads = set_num_threads
+        _OPEN.append(self)
         self._vllm = vllm
         self.max_model_len = int(options["max_model_len"])
         self.eos_ids = _eos_ids(module if module is not None else _GenConfigOnly(model_dir), tokenizer)
@@ -201,9 +210,16 @@ class VLLMEngine:
                 for seq, out in zip(sequences, outputs)]
 
     def close(self) -> None:
+        """Free the engine. vLLM's parallel state is process-global and an engine's shutdown tears it down for
+        every engine in the process, so a closed engine is parked until the last open one closes; then all
+        parked engines shut down together (their memory is held until then)."""
         if getattr(self, "_llm", None) is not None:
-            self._llm.llm_engine.engine_core.shutdown()
+            _OPEN.remove(self)
+            _PARKED.append(self._llm)
             self._llm = None
+            if not _OPEN:
+                while _PARKED:
+                    _PARKED.pop().llm_engine.engine_core.shutdown()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -220,10 +236,13 @@ class VLLMEngine:
             if not (path / "config.json").is_file():
                 raise RLVRError(f"vllm engine: {model}: not a model directory (no config.json)")
             return str(path)
-        source = Path(str(getattr(model.config, "_name_or_path", "") or ""))
+        name = str(getattr(model.config, "_name_or_path", "") or "")
+        source = Path(name)
         has_weights = any(source.glob("*.safetensors")) or any(source.glob("*.bin"))
         if (source / "config.json").is_file() and has_weights:
             return str(source)
+        if snapshot := _hub_snapshot(name):
+            return snapshot
         if tokenizer is None:
             raise ValueError("VLLMEngine: pass the tokenizer together with a model object")
         self._tmp_dir = Path(tempfile.mkdtemp(prefix="rlvr-vllm-"))
@@ -335,6 +354,18 @@ class _GenConfigOnly:
             self.generation_config = GenerationConfig.from_pretrained(model_dir)
         except OSError:
             self.generation_config = None
+
+
+def _hub_snapshot(name: str) -> str | None:
+    """The local hub-cache snapshot directory of a hub id like `Qwen/Qwen2.5-0.5B-Instruct`, if it is cached."""
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        hit = try_to_load_from_cache(name, "config.json")
+    except Exception:               # not installed, malformed id, unreadable cache: fall back to a saved copy
+        return None
+    return str(Path(hit).parent) if isinstance(hit, str) else None
 
 
 def _module_dtype(module: torch.nn.Module | None) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from rlvr.algos import (dpo_loss, implicit_rewards, ipo_loss, kto_loss, kto_reference_point, log_odds, orpo_loss,
                         simpo_loss)
@@ -98,10 +98,15 @@ class DPOConfig(Config):
     keep_last: int = 2
     """checkpoints kept"""
 
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in PREFERENCE_LOSSES:
+            raise ValueError(f"unknown preference loss {v!r}; known: {', '.join(PREFERENCE_LOSSES.names())}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> "DPOConfig":
-        if self.loss not in PREFERENCE_LOSSES:   # a ValueError here lets the config error name the key
-            raise ValueError(f"unknown preference loss {self.loss!r}; known: {', '.join(PREFERENCE_LOSSES.names())}")
         spec = get_preference_loss(self.loss)
         if spec.check is not None and (msg := spec.check(self)):
             raise ValueError(msg)
@@ -362,14 +367,15 @@ def _kto(s: SeqStats, cfg: DPOConfig):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _step(model, items, idx, ref_all, spec, cfg, pad_id) -> dict[str, float]:
-    """One optimizer step's forward/backward passes over `idx`; returns metrics averaged over micro-batches."""
+def _step(model, items, idx, ref_batch, spec, cfg, pad_id) -> dict[str, float]:
+    """One optimizer step's forward/backward passes over items `idx` (reference log-probs `ref_batch`
+    [len(idx), 2] or None); returns metrics averaged over micro-batches."""
     sums: dict[str, float] = {}
     for s in micro_batches(len(idx), cfg.micro_batch):
         sub = idx[s]
         frac = len(sub) / len(idx)
         logps, avg = sequence_logps(model, [items[i] for i in sub], pad_id, cfg.bf16)
-        ref = ref_all[sub] if ref_all is not None else None
+        ref = ref_batch[s] if ref_batch is not None else None
         desirable = torch.tensor([items[i].desirable for i in sub])
         loss_vec, m = spec.fn(SeqStats(logps, avg, ref, desirable), cfg)
         loss = loss_vec.mean() * frac                               # mean over the whole step's items

@@ -65,6 +65,8 @@ class SyntheticConfig(Config):
     """every intermediate value stays in 0..max_value"""
     error_rate: float = 0.5
     """share of chains with one wrong step (the chain stops there, as PRM800K labelling does)"""
+    errors: Literal["result", "operand", "both"] = "both"
+    """wrong result (3+4=8), wrong operand (the step does not start from the previous result), or either"""
 
 
 class PRMConfig(Config):
@@ -245,12 +247,15 @@ def read_step_data(paths: Sequence[str | Path], limit: int | None = None) -> lis
 
 
 def synthetic_chains(cfg: SyntheticConfig, seed: int) -> list[StepExample]:
-    """Arithmetic chains: question "start a0", steps "a+b=c" / "a-b=c" continuing from the previous result.
+    """Arithmetic chains: question "start a0", steps "a+b=c" / "a-b=c", each continuing from the previous result
+    and keeping every value in 0..max_value.
 
-    With probability `error_rate` one step (uniform position) gets a wrong result c' = c ± d (d in 1..3,
-    kept in 0..max_value); it is labelled -1 and the chain stops there. All other steps are labelled 1.
+    With probability `error_rate` one step (uniform position) is wrong: a "result" error writes c' = c ± d
+    (d in 1..3); an "operand" error starts from a' != previous result (and computes a' op b correctly). The
+    wrong step is labelled -1 and the chain stops there; all other steps are labelled 1.
     """
     rng = random.Random(seed)
+    kinds = ("result", "operand") if cfg.errors == "both" else (cfg.errors,)
     out = []
     for _ in range(cfg.n):
         n_steps = rng.randint(cfg.min_steps, cfg.max_steps)
@@ -258,22 +263,29 @@ def synthetic_chains(cfg: SyntheticConfig, seed: int) -> list[StepExample]:
         a = rng.randint(0, cfg.max_value)
         question, steps, labels = f"start {a}", [], []
         for i in range(n_steps):
-            b = rng.randint(1, cfg.max_value)
-            op = rng.choice("+-")
-            if (op == "+" and a + b > cfg.max_value) or (op == "-" and a - b < 0):
-                op = "-" if op == "+" else "+"
-            b = min(b, a) if op == "-" else min(b, cfg.max_value - a)
-            c = a + b if op == "+" else a - b
-            if i == bad_at:
-                wrong = [v for v in range(c - 3, c + 4) if v != c and 0 <= v <= cfg.max_value]
-                steps.append(f"{a}{op}{b}={rng.choice(wrong)}")
-                labels.append(-1)
-                break
+            kind = rng.choice(kinds) if i == bad_at else None
+            if kind == "operand":
+                a = rng.choice([v for v in range(cfg.max_value + 1) if v != a])
+            op, b, c = _arith_step(rng, a, cfg.max_value)
+            if kind == "result":
+                c = rng.choice([v for v in range(c - 3, c + 4) if v != c and 0 <= v <= cfg.max_value])
             steps.append(f"{a}{op}{b}={c}")
-            labels.append(1)
+            labels.append(-1 if kind else 1)
+            if kind:
+                break
             a = c
         out.append(StepExample(question, tuple(steps), tuple(labels)))
     return out
+
+
+def _arith_step(rng: random.Random, a: int, max_value: int) -> tuple[str, int, int]:
+    """A random correct step from `a`: (op, b, a op b) with b >= 1 when possible and the result in 0..max_value."""
+    op = rng.choice("+-")
+    if (op == "+" and a >= max_value) or (op == "-" and a == 0):
+        op = "-" if op == "+" else "+"
+    room = max_value - a if op == "+" else a
+    b = rng.randint(1, room) if room >= 1 else 0
+    return op, b, a + b if op == "+" else a - b
 
 
 def split_by_question(examples: Sequence[StepExample], fraction: float, seed: int
@@ -290,18 +302,19 @@ def encode_steps(tokenizer: Any, question: str, steps: Sequence[str], sep: str,
     """Token ids of question ⊕ sep ⊕ (step ⊕ sep)* and the index of each step's last token.
 
     Pieces are tokenised one by one, so step boundaries are exact for any tokenizer (the scorer uses this same
-    function). Longer than max_length: the first tokens are dropped and so are the ends that fall off; the
-    returned ends then refer to the LAST len(ends) steps.
+    function). Longer than max_length: the first tokens are dropped, and so are the steps that lose any token;
+    the returned ends then refer to the LAST len(ends) steps.
     """
     ids = tokenizer(question + sep, add_special_tokens=False)["input_ids"]
     if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
         ids = [tokenizer.bos_token_id] + ids
-    ends = []
+    spans = []
     for step in steps:
+        start = len(ids)
         ids = ids + tokenizer(step + sep, add_special_tokens=False)["input_ids"]
-        ends.append(len(ids) - 1)
+        spans.append((start, len(ids) - 1))
     cut = max(0, len(ids) - max_length)
-    return ids[cut:], [e - cut for e in ends if e >= cut]
+    return ids[cut:], [end - cut for start, end in spans if start >= cut]
 
 
 def step_logits(model: ValueHeadModel, rows: list[list[int]], ends: list[list[int]], pad_id: int) -> list[torch.Tensor]:
