@@ -15,7 +15,8 @@ where the expected tags are `<think>`, `</think>`, `<answer>`, `</answer>` (T = 
 `<think>` when the prompt opened it, T = 3). Status is still `correct` only when the strict format holds, so a
 response with every tag once but text after `</answer>` earns 1.0 partial reward and status `wrong`.
 
-Tag names are options (`think_tag`, `answer_tag`), e.g. `reasoning` / `solution`.
+Tag names are options (`think_tag`, `answer_tag`), e.g. `reasoning` / `solution`. `think_tag=None` drops the
+think block: the whole response must be `<answer>…</answer>` (tiny models with no room to reason).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class FormatVerifier:
     """Options: `think_tag`, `answer_tag` (tag names without brackets), `prompt_opens_think` (the response
     starts inside the think block), `partial` (tag-count partial credit instead of 1/0)."""
 
-    think_tag: str = "think"
+    think_tag: str | None = "think"
     answer_tag: str = "answer"
     prompt_opens_think: bool = False
     partial: bool = False
@@ -41,20 +42,27 @@ class FormatVerifier:
     def __post_init__(self) -> None:
         for field_name in ("think_tag", "answer_tag"):
             tag = getattr(self, field_name)
+            if tag is None and field_name == "think_tag":
+                continue
             if not re.fullmatch(r"[A-Za-z][\w-]*", tag or ""):
                 raise ValueError(f"format verifier: {field_name}={tag!r} is not a valid tag name")
 
     def expected_tags(self) -> list[str]:
         t, a = self.think_tag, self.answer_tag
+        if t is None:
+            return [f"<{a}>", f"</{a}>"]
         tags = [f"<{t}>", f"</{t}>", f"<{a}>", f"</{a}>"]
         return tags[1:] if self.prompt_opens_think else tags
 
     def strict_ok(self, response: str) -> bool:
         if any(response.count(tag) != 1 for tag in self.expected_tags()):
             return False
+        a = re.escape(self.answer_tag)
+        if self.think_tag is None:
+            return re.fullmatch(rf"\s*<{a}>.+?</{a}>\s*", response, re.DOTALL) is not None
         if self.prompt_opens_think and f"<{self.think_tag}>" in response:
             return False
-        t, a = re.escape(self.think_tag), re.escape(self.answer_tag)
+        t = re.escape(self.think_tag)
         opener = "" if self.prompt_opens_think else rf"<{t}>"
         pattern = rf"\s*{opener}.+?</{t}>\s*<{a}>.+?</{a}>\s*"
         return re.fullmatch(pattern, response, re.DOTALL) is not None

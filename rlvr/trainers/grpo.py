@@ -205,7 +205,9 @@ def _rollout_metrics(scores, task, cfg: GRPOConfig) -> dict[str, float]:
     m["reward/mean"] = statistics.fmean(rewards)
     m["reward/std"] = statistics.pstdev(rewards)
     for w in task.verifiers:
-        m[f"reward/{w.name}"] = statistics.fmean(s.verdicts[w.name].reward for s in scores)
+        vals = [s.verdicts[w.name].reward for s in scores]
+        m[f"reward/{w.name}"] = statistics.fmean(vals)
+        m[f"reward/{w.name}_std"] = statistics.pstdev(vals)
     for st in STATUSES:
         m[f"outcome/{st}"] = sum(s.status == st for s in scores) / len(scores)
     return m

@@ -44,3 +44,19 @@ def test_custom_tag_names_and_validation():
     assert v(GOOD, CTX).status == "wrong"
     with pytest.raises(ValueError, match="think_tag"):
         FormatVerifier(think_tag="<think>")
+
+
+@pytest.mark.parametrize("response,status,partial", [
+    ("<answer>46</answer>", "correct", 1.0),
+    ("  <answer>46</answer>\n", "correct", 1.0),
+    ("<answer>46", "wrong", 0.5),
+    ("46", "wrong", 0.0),
+    ("<answer>46</answer> extra", "wrong", 1.0),
+    ("<answer></answer>", "wrong", 1.0),
+])
+def test_answer_only_format_without_think_block(response, status, partial):
+    from verifiers.base import VerifyContext
+    from verifiers.format import FormatVerifier
+    strict = FormatVerifier(think_tag=None)(response, VerifyContext())
+    assert strict.status == status and strict.reward == (1.0 if status == "correct" else 0.0)
+    assert FormatVerifier(think_tag=None, partial=True)(response, VerifyContext()).reward == partial
