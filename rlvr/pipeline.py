@@ -218,7 +218,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
         summary.update({"pass@1_end": end_eval["greedy_pass@1"], "eval_end": end_eval})
         if recipe.control.enabled:
             ctl_cfg = control_config(recipe, g["steps"])
-            c = r.run_sft("control", start, r.sft_examples or r.rl_examples, ctl_cfg, seed_offset=3)
+            # The control sees the same prompts as RL, but with their gold answers as SFT targets.
+            c = r.run_sft("control", start, r.rl_examples, ctl_cfg, seed_offset=3)
             stages.append({"name": "control", "kind": "sft", **c})
             ctl_eval = r.done("eval_control") or _eval_stage(r, "eval_control", "control")
             summary.update({"pass@1_sft_control": ctl_eval["greedy_pass@1"], "eval_control": ctl_eval,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 from verifiers.base import Verdict, VerifyContext, register_verifier
 

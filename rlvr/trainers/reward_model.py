@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -99,6 +98,8 @@ class RMConfig(Config):
     """steps between checkpoints (0: only at the end)"""
     keep_last: int = 2
     """checkpoints kept"""
+    torch_threads: int | None = None
+    """torch CPU threads (1 is much faster on a shared, oversubscribed CPU); None: torch's default"""
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod
@@ -288,6 +289,8 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False,
 
     if not cfg.data:
         raise DataError("data: give at least one training file")
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     groups = read_preferences(cfg.data, cfg.data_limit)
     if cfg.eval_data:

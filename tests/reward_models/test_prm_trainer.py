@@ -9,7 +9,6 @@ import math
 import random
 
 import pytest
-import torch
 
 from rlvr.errors import ConfigError, DataError
 from rlvr.models.tiny import build_tiny_tokenizer

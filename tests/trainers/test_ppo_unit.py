@@ -90,6 +90,8 @@ def test_config_checks():
 def test_completion_values_align_with_unpadded_positions(tiny):
     model, tok = tiny
     critic = build_critic(model, "separate")
+    assert critic.head.weight.abs().sum() == 0 and critic.head.bias.item() == 0     # V ≡ 0 at the start
+    torch.nn.init.normal_(critic.head.weight)
     prompts, comps = [[5, 6, 7, 8], [9, 10]], [[11, 12], [13, 14, 15]]
     batch = pack(prompts, comps, tok.pad_token_id)
     with torch.no_grad():
