@@ -82,6 +82,7 @@ def main() -> None:
     print(f"{'part':<14}{'median s':>10}{'share':>8}")
     for k in ("generate_s", "verify_s", "train_s", "sec_per_step"):
         print(f"{k:<14}{med[k]:>10.2f}{med[k] / med['sec_per_step']:>8.0%}")
+    engine.close()
     print(json.dumps({k: round(v, 3) for k, v in med.items()}))
 
 

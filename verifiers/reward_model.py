@@ -182,6 +182,9 @@ class ScoringServer:
 
         if kind not in SCORER_KINDS:
             raise KeyError(f"unknown scorer kind {kind!r}; known: {', '.join(SCORER_KINDS)}")
+        model = str(options.get("model", ""))
+        if (os.path.isabs(model) or model.startswith((".", "~"))) and not os.path.isdir(os.path.expanduser(model)):
+            raise RuntimeError(f"{kind} scoring server: model {model!r} is not a directory")   # fail before spawning
         self._dir = tempfile.mkdtemp(prefix="rlvr-score-")
         self.address = os.path.join(self._dir, "sock")
         self.authkey = os.urandom(32)

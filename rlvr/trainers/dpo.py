@@ -63,6 +63,9 @@ class DPOConfig(Config):
     """SimPO target margin γ"""
     orpo_lambda: float = 0.1
     """ORPO weight λ of the odds-ratio term"""
+    rpo_alpha: float = 0.0
+    """weight α of an NLL term on chosen / desirable completions (per-token mean), added to any loss:
+    RPO (Pang et al. 2024, arXiv:2404.19733); keeps DPO from lowering the chosen log-probs on reasoning tasks"""
     kto_desirable_weight: float = 1.0
     """KTO λ_D"""
     kto_undesirable_weight: float = 1.0
@@ -378,6 +381,10 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id) -> dict[str, float]:
         ref = ref_batch[s] if ref_batch is not None else None
         desirable = torch.tensor([items[i].desirable for i in sub])
         loss_vec, m = spec.fn(SeqStats(logps, avg, ref, desirable), cfg)
+        if cfg.rpo_alpha:
+            nll = -avg[:, 0] * desirable                              # first row, where it is a good completion
+            loss_vec = loss_vec + cfg.rpo_alpha * nll
+            m = {**m, "loss/rpo_nll": nll.detach().sum() / desirable.sum().clamp(min=1)}
         loss = loss_vec.mean() * frac                               # mean over the whole step's items
         check_finite(loss, "preference loss")
         loss.backward()

@@ -213,6 +213,20 @@ def _rollout_metrics(scores, task, cfg: GRPOConfig) -> dict[str, float]:
     return m
 
 
+def rollout_mismatch(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """How far the sampler's log-probs are from the trainer's on the sampled tokens (all [B, T]).
+
+    d = log p_sampler - log p_trainer;  k1 = E[d],  k3 = E[exp(-d) - 1 + d]  (estimates of KL(sampler || trainer)
+    with samples from the sampler), plus the mean |d|. Non-zero with vLLM or bf16 sampling; ~0 with the HF engine.
+    """
+    m = mask.float()
+    n = m.sum().clamp(min=1)
+    d = (sampler_logp - trainer_logp) * m
+    return {"rollout/kl_k1": d.sum() / n, "rollout/kl_k3": ((torch.exp(-d) - 1 + d) * m).sum() / n,
+            "rollout/logp_abs_diff": d.abs().sum() / n}
+
+
 def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[str, float]:
     """mu inner iterations over the batch, each one optimizer step with micro-batch accumulation."""
     adv_fn = get_advantage(cfg.advantage)
@@ -240,10 +254,13 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
             mask = mb.completion_mask
             with autocast(cfg.bf16):
                 logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True)
+            lm: dict[str, Any] = {}
             if it == 0:  # behaviour policy = the weights that sampled this batch
                 old_logp[s] = logp.detach()
-            loss_mat, lm = loss_fn(logp, old_logp[s], adv[s], mask, clip_low=cfg.clip_low,
+                lm.update(rollout_mismatch(old_logp[s], batch.sampler_logp[s], mask))
+            loss_mat, pm = loss_fn(logp, old_logp[s], adv[s], mask, clip_low=cfg.clip_low,
                                    clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)
+            lm.update(pm)
             if cfg.tis_cap is not None:
                 w, tm = tis_weights(old_logp[s], batch.sampler_logp[s], cfg.tis_cap, mask)
                 loss_mat = loss_mat * w
@@ -259,8 +276,9 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
             frac = (s.stop - s.start) / B
             lm["loss/total"] = loss / frac
             lm["policy/entropy"] = (ent * mask).sum() / mask.sum().clamp(min=1)
-            for k, v in lm.items():
-                sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * frac / cfg.mu
+            for k, v in lm.items():  # rollout/* is measured once (first pass), the rest averaged over mu
+                w = frac if k.startswith("rollout/") else frac / cfg.mu
+                sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * w
         sums["grad/norm"] = sums.get("grad/norm", 0.0) + clip_and_check(model, cfg.grad_clip) / cfg.mu
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -24,9 +24,9 @@ threshold), and their harmonic mean `first_error_f1`.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
@@ -67,8 +67,6 @@ class SyntheticConfig(Config):
     """share of chains with one wrong step (the chain stops there, as PRM800K labelling does)"""
     errors: Literal["result", "operand", "both"] = "both"
     """wrong result (3+4=8), wrong operand (the step does not start from the previous result), or either"""
-    twins: bool = False
-    """also keep the error-free chain of each corrupted one (a step rated both ways, as PRM800K's alternatives)"""
 
 
 class PRMConfig(Config):
@@ -257,8 +255,7 @@ def synthetic_chains(cfg: SyntheticConfig, seed: int) -> list[StepExample]:
 
     With probability `error_rate` one step (uniform position) is wrong: a "result" error writes c' = c ± d
     (d in 1..3); an "operand" error starts from a' != previous result (and computes a' op b correctly). The
-    wrong step is labelled -1 and the chain stops there; all other steps are labelled 1. With `twins`, the
-    error-free chain a corrupted one was made from is kept too (it comes first).
+    wrong step is labelled -1 and the chain stops there; all other steps are labelled 1.
     """
     rng = random.Random(seed)
     kinds = ("result", "operand") if cfg.errors == "both" else (cfg.errors,)
@@ -284,7 +281,7 @@ def synthetic_chains(cfg: SyntheticConfig, seed: int) -> list[StepExample]:
         else:
             c = rng.choice([x for x in range(c - 3, c + 4) if x != c and 0 <= x <= cfg.max_value])
         bad = StepExample(question, good.steps[:i] + (f"{v}{op}{b}={c}",), (1,) * i + (-1,), good.problem)
-        out.extend([good, bad] if cfg.twins else [bad])
+        out.append(bad)
     return out
 
 
@@ -302,7 +299,8 @@ def split_by_problem(examples: Sequence[StepExample], fraction: float, seed: int
                      ) -> tuple[list[StepExample], list[StepExample]]:
     """Held-out split by problem (a stable hash of `problem`, else the question): no problem is on both sides."""
     def held(e: StepExample) -> bool:
-        return (zlib.crc32(f"{seed}:{e.problem or e.question}".encode()) % 10_000) < fraction * 10_000
+        digest = hashlib.sha1(f"{seed}:{e.problem or e.question}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") < fraction * 2**64
     return [e for e in examples if not held(e)], [e for e in examples if held(e)]
 
 
@@ -426,7 +424,8 @@ def evaluate_prm(model: ValueHeadModel, examples: Sequence[StepExample], encoded
            "eval/step_accuracy": float(((pt >= cfg.threshold).double() == yt).double().mean()),
            "eval/loss": float(F.binary_cross_entropy(pt.clamp(1e-7, 1 - 1e-7), yt)),
            "eval/steps": float(len(y_all)), "eval/positive_frac": float(yt.mean())}
-    out.update(first_error_metrics(probs, [t for _, _, t in encoded], cfg.threshold))
+    whole = [i for i, ex in enumerate(examples) if len(encoded[i][1]) == len(ex.steps)]   # none truncated away
+    out.update(first_error_metrics([probs[i] for i in whole], [encoded[i][2] for i in whole], cfg.threshold))
     return out
 
 

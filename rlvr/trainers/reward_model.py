@@ -228,7 +228,7 @@ def group_loss(rewards: torch.Tensor, sizes: Sequence[int], margins: torch.Tenso
         pairs = pairs_from_ranking(k) + offset
         chosen.append(pairs[:, 0])
         rejected.append(pairs[:, 1])
-        weights.append(torch.full((len(pairs),), 1.0 / (len(pairs) * num_groups)))
+        weights.append(torch.full((len(pairs),), 1.0 / (len(pairs) * num_groups), dtype=rewards.dtype))
         m.append(margins[g].expand(len(pairs)))
         offset += k
     ci, ri = torch.cat(chosen), torch.cat(rejected)
@@ -236,7 +236,7 @@ def group_loss(rewards: torch.Tensor, sizes: Sequence[int], margins: torch.Tenso
     per_pair = bradley_terry_loss(r_c, r_r, torch.cat(m) + cfg.margin)
     if cfg.center_coef:
         per_pair = per_pair + reward_centering(r_c, r_r, cfg.center_coef)
-    loss = (per_pair * torch.cat(weights).to(per_pair.device)).sum()
+    loss = (per_pair * torch.cat(weights).to(per_pair)).sum()
     diff = (r_c - r_r).detach()
     stats = {"pairs": float(len(diff)), "correct": float(((diff > 0).float() + 0.5 * (diff == 0).float()).sum()),
              "margin_sum": float(diff.sum()), "reward_sum": float(rewards.detach().sum()),

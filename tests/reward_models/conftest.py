@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PRM_STEPS = 400
+PRM_STEPS = 600
 
 
 @contextlib.contextmanager
@@ -47,7 +47,8 @@ def trained_prm(small_lm, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("prm")
     cfg = PRMConfig(model=str(small_lm), synthetic=SyntheticConfig(n=3000, max_value=5, errors="result"),
-                    output_dir=str(out), max_steps=PRM_STEPS, batch_size=32, micro_batch=32, lr=3e-3,
+                    output_dir=str(out), max_steps=PRM_STEPS, batch_size=32, micro_batch=32, lr=2e-3,
+                    schedule="cosine", warmup_steps=30,
                     eval_every=0, checkpoint_every=0, max_length=64, bf16=False, eval_fraction=0.1)
     with one_thread():
         return train_prm(cfg, log_fn=lambda s: None), out

@@ -186,14 +186,14 @@ def test_resume_equals_uninterrupted_run(small_lm, tmp_path):
     assert stable(a) == stable(b)
 
 
-def test_prm800k_slice_auc(shared_data, tmp_path):
+def test_prm800k_slice_auc(shared_data, small_lm, tmp_path):
     """The real PRM800K step labels on a tiny model: train on most problems, report held-out step AUC."""
     from tests.reward_models.conftest import one_thread
 
     path = shared_data / "prm800k_step_labels/phase1_test.stepwise-critic.jsonl.gz"
-    cfg = PRMConfig(model="tiny", data=[str(path)], data_limit=2000, output_dir=str(tmp_path), max_steps=60,
-                    batch_size=16, micro_batch=16, lr=1e-3, eval_every=0, checkpoint_every=0, max_length=160,
-                    bf16=False, eval_fraction=0.25, neutral="positive")
+    cfg = PRMConfig(model=str(small_lm), data=[str(path)], data_limit=2000, output_dir=str(tmp_path),
+                    max_steps=40, batch_size=16, micro_batch=16, lr=1e-3, eval_every=0, checkpoint_every=0,
+                    max_length=128, bf16=False, eval_fraction=0.25, neutral="positive")
     with one_thread():
         summary = train_prm(cfg, log_fn=lambda s: None)
     print(f"\nPRM800K slice (tiny model, {summary['train_trajectories']} train / {summary['eval_trajectories']} "

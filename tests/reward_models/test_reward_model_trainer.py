@@ -110,6 +110,7 @@ def test_value_head_save_load_roundtrip(small_lm, tmp_path):
     ids = torch.tensor([tok("hello there")["input_ids"]])
     before = model(ids)
     model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
     again = ValueHeadModel.from_pretrained(tmp_path / "m")
     assert again.meta == {"kind": "reward"} and torch.allclose(again(ids), before, atol=1e-6)
     # the shared CheckpointManager restores a value-head model (backbone + head keys) unchanged

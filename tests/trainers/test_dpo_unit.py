@@ -240,3 +240,17 @@ def test_empty_data_is_an_error(tiny, tmp_path):
     model, tok = tiny
     with pytest.raises(DataError, match="no preference items"):
         D.train_dpo(model, tok, [], D.DPOConfig(), out_dir=tmp_path)
+
+
+def test_rpo_adds_the_chosen_nll(tiny, tmp_path):
+    model, tok = fresh(tiny)
+    items = toy_items(tok)
+    with torch.no_grad():
+        logps, avg = D.sequence_logps(model, items, tok.pad_token_id)
+    base = D.dpo_loss(logps[:, 0], logps[:, 1], logps[:, 0], logps[:, 1], 0.1)      # step 1: policy == ref
+    cfg = D.DPOConfig(steps=1, batch_size=len(items), micro_batch=len(items), bf16=False, rpo_alpha=0.5,
+                      checkpoint_every=0)
+    D.train_dpo(model, tok, items, cfg, out_dir=tmp_path, log_fn=lambda s: None)
+    row = read_jsonl(tmp_path / "dpo_metrics.jsonl")[0]
+    assert row["loss/rpo_nll"] == pytest.approx(float(-avg[:, 0].mean()), rel=1e-5)
+    assert row["loss/total"] == pytest.approx(float((base - 0.5 * avg[:, 0]).mean()), rel=1e-5)

@@ -85,7 +85,7 @@ def test_nan_guard_names_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     code = run_cli(["train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={out}", *SMALL, "sft.enabled=false",
                     "control.enabled=false", "grpo.policy_loss=test_nan_after_2", "grpo.dynamic_sampling=false",
-                    "grpo.micro_batch=64"])
+                    "grpo.micro_batch=64", "grpo.mu=1"])
     err = capsys.readouterr().err
     assert code == 2
     assert "policy loss is nan" in err and "last good checkpoint" in err and "step-00000002" in err
