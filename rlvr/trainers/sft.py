@@ -47,6 +47,10 @@ class SFTConfig(Config):
     """steps between held-out evaluations (0: never)"""
     stop_at_pass1: float | None = None
     """stop as soon as held-out greedy pass@1 >= this (the R1-mini cold start)"""
+    eval_every_near: int = 2
+    """steps between evals once pass@1 >= near_fraction * stop_at_pass1 (accuracy can jump fast there)"""
+    near_fraction: float = 0.5
+    """how close to the threshold the denser eval schedule starts"""
     bf16: bool = True
     """bf16 autocast with fp32 master weights"""
     checkpoint_every: int = 100
@@ -113,6 +117,16 @@ def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     return nll, int((labels != -100).sum())
 
 
+def _eval_due(cfg: SFTConfig, step: int, evals: list) -> bool:
+    """Every eval_every steps; every eval_every_near steps once close to the stop threshold."""
+    if not cfg.eval_every:
+        return False
+    every = cfg.eval_every
+    if cfg.stop_at_pass1 is not None and evals and evals[-1][1] >= cfg.near_fraction * cfg.stop_at_pass1:
+        every = min(every, cfg.eval_every_near)
+    return step % every == 0 or step == cfg.max_steps
+
+
 def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample], cfg: SFTConfig, *,
               out_dir, seed: int = 0, evaluate: Callable[[torch.nn.Module], float] | None = None,
               resume: bool = False, name: str = "sft", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
@@ -156,7 +170,7 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample]
             step += 1
             metrics = {"loss/sft": total, "grad/norm": gnorm, "lr": sched.get_last_lr()[0],
                        "perf/tokens_per_s": n_tok / max(1e-9, time.time() - t0)}
-            if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            if evaluate is not None and _eval_due(cfg, step, evals):
                 score = float(evaluate(model))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score

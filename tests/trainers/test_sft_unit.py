@@ -51,3 +51,12 @@ def test_sft_lowers_loss(tiny, tmp_path):
     from rlvr.trainers.logger import read_jsonl
     rows = read_jsonl(tmp_path / "sft_metrics.jsonl")
     assert rows[-1]["loss/sft"] < 0.5 * rows[0]["loss/sft"]
+
+
+def test_eval_schedule_densifies_near_threshold():
+    from rlvr.trainers.sft import _eval_due
+    cfg = SFTConfig(max_steps=100, eval_every=10, eval_every_near=2, stop_at_pass1=0.2, near_fraction=0.5)
+    assert [s for s in range(1, 25) if _eval_due(cfg, s, [(10, 0.05)])] == [10, 20]
+    assert [s for s in range(21, 27) if _eval_due(cfg, s, [(20, 0.12)])] == [22, 24, 26]
+    assert _eval_due(cfg, 100, [(99, 0.0)])                     # always at the last step
+    assert not any(_eval_due(cfg.model_copy(update={"eval_every": 0}), s, []) for s in range(1, 50))
