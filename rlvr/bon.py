@@ -126,7 +126,7 @@ def accuracy_at(problems: Sequence[ProblemSamples], N: int, methods: Sequence[st
                 raise RLVRError(f"method {m!r} needs {scorer} scores (give --{scorer} MODEL)")
             totals[m] += float(SELECTORS[sel](p, idx, scorer).mean())
         ceiling += pass_at_k(p.n, sum(p.correct), N)
-    out = {f"pass@N": ceiling / len(problems)}
+    out = {"pass@N": ceiling / len(problems)}
     out.update({m: v / len(problems) for m, v in totals.items()})
     return out
 

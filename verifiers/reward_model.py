@@ -276,7 +276,7 @@ class RewardModelVerifier:
             raise ValueError(f"bad options for verifier 'reward_model': transform must be sigmoid or raw, "
                              f"got {transform!r}")
         if temperature <= 0:
-            raise ValueError(f"bad options for verifier 'reward_model': temperature must be > 0")
+            raise ValueError("bad options for verifier 'reward_model': temperature must be > 0")
         server = shared_server("rm", model=model, device=device, batch_size=batch_size)
         self.address, self.authkey = server.address, server.authkey      # all a worker needs (picklable)
         self.transform, self.temperature, self.threshold = transform, temperature, threshold

@@ -90,7 +90,11 @@ def _sample(args: argparse.Namespace, out: Path) -> Path:
         raise RLVRError(f"--n must be >= 1, got {args.n}")
     options = {".".join(key): value for key, value in map(parse_override, args.option)}
     task = get_task(args.task, **options)
-    engine = get_engine("hf", model=resolve_model_path(args.model))
+    try:
+        engine = get_engine("hf", model=resolve_model_path(args.model))
+    except OSError as e:      # missing dir, hub id without network, no weights ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RLVRError(f"--model {args.model}: cannot load ({first})") from None
     try:
         evaluate(task, engine, n=args.n, ks=[1], split=args.split, limit=args.limit, temperature=args.temperature,
                  max_new_tokens=args.max_new_tokens, out_dir=out, timeout=args.timeout, seed=args.seed,

@@ -30,6 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--timeout", type=float, default=5.0, help="per-verification deadline in seconds")
     p.add_argument("--batch-prompts", type=int, default=64, help="prompts per generate call")
+    p.add_argument("--rerank", default=None, help="pick one of n: majority,rm,prm,weighted_rm,weighted_prm")
+    p.add_argument("--scaling", default=None, help="accuracy-vs-N curve for budgets N, e.g. 1,2,4,8,16")
+    p.add_argument("--rm", default=None, help="reward-model dir for --rerank rm")
+    p.add_argument("--prm", default=None, help="PRM dir for --rerank prm")
+    p.add_argument("--prm-agg", default="min", help="PRM step aggregation: min|prod|mean|last|sum")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="task option, e.g. -o digits=3 (repeatable)")
     p.set_defaults(func=run)
@@ -88,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
         engine.close()
     _print_table(metrics, ks)
     print(f"metrics: {out / 'metrics.json'}")
+    if args.rerank or args.scaling:
+        from rlvr.bon import format_table, run_bon
+        ns = [int(x) for x in args.scaling.split(",")] if args.scaling else [args.n]
+        bon = run_bon(out / "samples.jsonl", out, (args.rerank or "majority").split(","), ns,
+                      rm=args.rm, prm=args.prm, prm_how=args.prm_agg)
+        print(format_table(bon["curve"]))
     return 0
 
 

@@ -146,7 +146,7 @@ def test_bon_command_with_a_trained_prm(trained_prm, tmp_path, capsys):
     assert curve["N"] == [1, 2, 4] and result["num_problems"] == 30 and (out / "scaling.png").stat().st_size > 0
     scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 120 and all(0.0 <= s["scores"]["prm"] <= 1.0 for s in scores)
-    print(f"\nPRM best-of-N on chains: " + ", ".join(f"{k}@4={v[-1]:.3f}" for k, v in curve.items() if k != "N"))
+    print("\nPRM best-of-N on chains: " + ", ".join(f"{k}@4={v[-1]:.3f}" for k, v in curve.items() if k != "N"))
     # a PRM with step AUC >= 0.9 picks an error-free chain far more often than a random pick
     assert curve["prm"][-1] > curve["prm"][0] + 0.15 and curve["prm"][-1] <= curve["pass@N"][-1] + 1e-9
 
