@@ -15,7 +15,10 @@ How this departs from the papers / TRL (each a knob or documented choice):
 - KTO's mismatched completion for item i is item (i+1) mod N's completion (fixed, so it is cacheable), and z0
   is estimated per micro-batch (TRL: per batch, shuffled in-batch pairing);
 - IPO takes summed log-probs here (the issue's contract); the paper's code and TRL average per token;
-- ORPO's NLL term is the per-token mean NLL of the chosen completion (as the paper).
+- ORPO's NLL term is the per-token mean NLL of the chosen completion (as the paper);
+- `rpo_alpha` adds that same NLL term to any loss (RPO, Pang et al. 2024): with near-identical pairs (two
+  answers differing in a digit) plain DPO lowers the chosen log-probs too ("likelihood displacement", Pal et
+  al. 2024, arXiv:2402.13228) and a small model's accuracy collapses; the NLL term prevents that.
 
 Data (JSONL, one record per line; `prompt` is a string or a list of chat messages {role, content}):
     {"prompt": ..., "chosen": str | [messages], "rejected": str | [messages]}          pairs
