@@ -402,6 +402,19 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id) -> dict[str, float]:
     return sums
 
 
+def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: DPOConfig, out_dir: Path,
+               log_fn) -> tuple[torch.Tensor | None, torch.nn.Module | None]:
+    """(reference log-probs [N, 2] computed now, or None; a frozen reference model to score batches, or None).
+    The reference is `ref_model`, else a frozen copy of `model` as it is now."""
+    if not spec.needs_reference:
+        return None, None
+    ref = (ref_model if ref_model is not None else copy.deepcopy(model)).eval().requires_grad_(False)
+    if not cfg.precompute_ref:
+        return None, ref
+    cache = out_dir / cfg.ref_cache if cfg.ref_cache else None
+    return cached_reference_logps(ref, items, pad_id, cfg, cache, log_fn), None
+
+
 def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem], cfg: DPOConfig, *, out_dir,
               seed: int = 0, ref_model: torch.nn.Module | None = None,
               evaluate: Callable[[torch.nn.Module], float] | None = None, resume: bool = False,
@@ -415,15 +428,7 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
         raise ConfigError(f"{name}: loss {cfg.loss!r} needs chosen/rejected pairs, got KTO-style items")
     out_dir = Path(out_dir)
     pad_id = tokenizer.pad_token_id
-    ref_all, ref_live = None, None
-    if spec.needs_reference:
-        ref = ref_model if ref_model is not None else copy.deepcopy(model)
-        ref.eval().requires_grad_(False)
-        if cfg.precompute_ref:
-            cache = out_dir / cfg.ref_cache if cfg.ref_cache else None
-            ref_all = cached_reference_logps(ref, items, pad_id, cfg, cache, log_fn)
-        else:
-            ref_live = ref
+    ref_all, ref_live = _reference(model, ref_model, items, pad_id, spec, cfg, out_dir, log_fn)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
     ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)

@@ -75,7 +75,7 @@ def test_one_rl_stage_per_recipe(capsys):
 
 # --------------------------------------------------------------------------------------------- the demos
 # R1-mini's task and SFT cold start (see the recipes); fewer/cheaper evals than the full recipes.
-DEMO = ["task.eval_limit=200", "sft.eval_every=20", "eval.n=2", "eval.ks=[1,2]"]
+DEMO = ["task.eval_limit=200", "sft.eval_every=20", "eval.n=2", "eval.ks=[1,2]", "ppo.steps=30"]
 
 
 @pytest.fixture(scope="module")
