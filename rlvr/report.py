@@ -11,7 +11,9 @@ from rlvr.trainers.logger import read_jsonl
 
 CURVES = [("grpo", "reward/mean", "GRPO mean reward"), ("grpo", "eval/pass@1", "held-out greedy pass@1 (GRPO)"),
           ("sft", "loss/sft", "SFT loss"), ("sft", "eval/pass@1", "held-out greedy pass@1 (SFT)"),
-          ("grpo", "sampling/dropped_groups", "GRPO dropped groups"), ("grpo", "policy/entropy", "GRPO entropy")]
+          ("grpo", "sampling/dropped_groups", "GRPO dropped groups"), ("grpo", "policy/entropy", "GRPO entropy"),
+          ("ppo", "reward/mean", "PPO mean reward"), ("ppo", "eval/pass@1", "held-out greedy pass@1 (PPO)"),
+          ("dpo", "eval/pass@1", "held-out greedy pass@1 (DPO)")]
 
 
 def plot_curves(out: Path) -> Path | None:
@@ -53,7 +55,8 @@ def write_report(out: Path, recipe: Any, summary: dict[str, Any]) -> Path:
     lines += ["## Result (held-out greedy pass@1)", "", "| model | greedy pass@1 |", "|---|---|",
               f"| start (after SFT cold start) | {pct(summary.get('pass@1_start'))} |"]
     if "pass@1_end" in summary:
-        lines.append(f"| after GRPO | {pct(summary['pass@1_end'])} |")
+        stage = (getattr(recipe, "rl_stage", None) or "RL").upper()
+        lines.append(f"| after {stage} | {pct(summary['pass@1_end'])} |")
     if "pass@1_sft_control" in summary:
         lines.append(f"| control: labelled SFT, same compute ({summary.get('control_steps')} steps) | "
                      f"{pct(summary['pass@1_sft_control'])} |")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="run a training recipe (SFT and/or GRPO, eval, report)")
+    p = sub.add_parser("train", help="run a training recipe (SFT, then GRPO / PPO / DPO; eval, report)")
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. grpo.lr=1e-4 output_dir=runs/x")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoints in output_dir")
