@@ -74,8 +74,11 @@ def validate(model: type[M], data: dict[str, Any], *, where: str = "config") -> 
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             msg = f"{where}: unknown key {key!r}"
+        elif not err["loc"]:  # a cross-field check: its message says it all; the input is the whole file
+            msg = f"{where}: {err['msg']}"
         else:
-            msg = f"{where}: {key}: {err['msg']} (got {err.get('input')!r})"
+            got = repr(err.get("input"))
+            msg = f"{where}: {key}: {err['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
         more = len(e.errors()) - 1
         raise ConfigError(msg + (f" (+{more} more)" if more else "")) from None
 

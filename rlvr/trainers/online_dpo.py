@@ -41,7 +41,7 @@ __all__ = ["OnlineDPOConfig", "PairContext", "register_pair_builder", "get_pair_
 
 
 class OnlineDPOConfig(Config):
-    enabled: bool = True
+    enabled: bool = False
     """run this stage at all"""
     rounds: int = 3
     """sample → label → train rounds"""

@@ -44,7 +44,7 @@ __all__ = ["PPOConfig", "clipped_value_loss", "explained_variance", "RolloutData
 
 
 class PPOConfig(Config):
-    enabled: bool = True
+    enabled: bool = False
     """run this stage at all"""
     steps: int = 40
     """PPO iterations (sample a batch, then ppo_epochs passes over it)"""
