@@ -92,7 +92,8 @@ def load_rows(source: str | Path, *, split: str | None = None, data_dir: str | P
     return rows
 
 
-def _read_jsonl(path: Path) -> list[Row]:
+def read_jsonl(path: Path) -> list[Row]:
+    """Records of a .jsonl / .jsonl.gz file; a bad line is a DataError naming `path:LINE`."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows = []
     with opener(path, "rt", encoding="utf-8") as f:
@@ -165,7 +166,7 @@ def _row(where: str, rec: Any) -> Row:
 
 
 _READERS: dict[str, Callable[[Path], list[Row]]] = {
-    ".jsonl.gz": _read_jsonl, ".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet,
+    ".jsonl.gz": read_jsonl, ".jsonl": read_jsonl, ".json": _read_json, ".parquet": _read_parquet,
 }
 
 

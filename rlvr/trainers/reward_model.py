@@ -20,8 +20,6 @@ Data (JSONL or JSONL.gz, one record per line; formats may be mixed):
 """
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import shutil
 import tempfile
@@ -128,26 +126,15 @@ class PreferenceGroup:
 
 # ----------------------------------------------------------------------------------------------------- data
 def read_jsonl_any(path: str | Path, limit: int | None = None) -> list[tuple[int, dict]]:
-    """(line number, record) of a .jsonl or .jsonl.gz file; a bad line is a DataError naming file:line."""
+    """(line number, record) of a .jsonl or .jsonl.gz file; a bad line is a DataError naming file:line.
+    Parsing is tasks.data.read_jsonl's; this adds the line numbers callers put in their own messages."""
+    from tasks.data import read_jsonl
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            out.append((lineno, rec))
-            if limit is not None and len(out) >= limit:
-                break
-    return out
+    rows = read_jsonl(path)[:limit]
+    return [(int(r.where.rsplit(":", 1)[1]), r.data) for r in rows]
 
 
 def _split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
