@@ -9,6 +9,7 @@
     preference    dpo, ipo, simpo, orpo, kto (per-example losses [B])
     reward_model  bradley_terry_loss, pairs_from_ranking, reward_centering
     gae           gae_advantages, whiten
+    credit        outcome / per_turn returns for multi-turn dialogues, turn_advantages, token_advantages
 """
 from rlvr.algos.advantages import (
     dr_grpo_advantages,
@@ -18,6 +19,8 @@ from rlvr.algos.advantages import (
     rloo_advantages,
 )
 from rlvr.algos.aggregation import AGG_MODES, aggregate_loss, masked_mean, masked_sum
+from rlvr.algos.credit import (discounted_returns, get_credit, group_has_signal, outcome_returns, register_credit,
+                               token_advantages, turn_advantages)
 from rlvr.algos.gae import gae_advantages, whiten
 from rlvr.algos.kl import (
     AdaptiveKLController,
@@ -70,4 +73,7 @@ __all__ = [
     "kto_reference_point", "bradley_terry_loss", "pairs_from_ranking", "reward_centering",
     # GAE
     "gae_advantages", "whiten",
+    # multi-turn credit
+    "register_credit", "get_credit", "outcome_returns", "discounted_returns", "turn_advantages", "token_advantages",
+    "group_has_signal",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal, Protocol, Sequence, Union, runtime_checkable
 
-__all__ = ["SamplingParams", "Rollout", "RolloutEngine", "FinishReason", "register_engine", "get_engine",
+__all__ = ["SamplingParams", "Rollout", "RolloutEngine", "FinishReason", "Prompt", "register_engine", "get_engine",
            "list_engines"]
 
 FinishReason = Literal["stop", "length"]
+Prompt = Union[str, Sequence[int]]          # text, or token ids passed through unchanged
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,11 @@ class RolloutEngine(Protocol):
 
     tokenizer: Any
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Rollout]]:
-        """Sample `params.n` completions for each prompt; returns one list of n Rollouts per prompt, in order."""
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
+        """Sample `params.n` completions for each prompt; returns one list of n Rollouts per prompt, in order.
+
+        A prompt is text (encoded by the engine's tokenizer) or a list of token ids used as they are (multi-turn
+        rollouts pass the exact dialogue tokens so that nothing is re-tokenised between turns)."""
         ...
 
     def update_weights(self, model_or_state_dict: Any) -> None:

@@ -26,7 +26,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
     StoppingCriteriaList
 from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor
 
-from rlvr.rollout.base import Rollout, SamplingParams, register_engine
+from rlvr.rollout.base import Prompt, Rollout, SamplingParams, register_engine
 
 __all__ = ["HFEngine"]
 
@@ -113,7 +113,7 @@ class HFEngine:
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
 
     # ----------------------------------------------------------------------------------------------- public
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Rollout]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
         if self.model is None:
             raise RuntimeError("HFEngine.generate called after close()")
         encoded = [self._encode(p) for p in prompts]
@@ -139,7 +139,11 @@ class HFEngine:
         self.model = None
 
     # ---------------------------------------------------------------------------------------------- private
-    def _encode(self, prompt: str) -> list[int]:
+    def _encode(self, prompt: Prompt) -> list[int]:
+        if not isinstance(prompt, str):                  # token ids: used as they are
+            if not prompt:
+                raise ValueError("a token-id prompt must not be empty")
+            return [int(t) for t in prompt]
         # Chat templates already write the BOS token; adding it again would double it.
         bos = getattr(self.tokenizer, "bos_token", None)
         add_special = not (bos and prompt.startswith(bos))

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rlvr.errors import RLVRError
-from rlvr.rollout.base import Rollout, SamplingParams, register_engine
+from rlvr.rollout.base import Prompt, Rollout, SamplingParams, register_engine
 
 __all__ = ["VLLMEngine", "WeightSyncError", "import_vllm", "prompt_seed", "run_with_deadline", "logprob_parity"]
 
@@ -171,7 +171,7 @@ class VLLMEngine:
             self.update_weights(module)
 
     # ----------------------------------------------------------------------------------------------- public
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Rollout]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
         llm = self._require_llm()
         encoded = [self._encode(p) for p in prompts]
         if not encoded:
@@ -260,15 +260,18 @@ class VLLMEngine:
             raise RuntimeError("VLLMEngine used after close()")
         return self._llm
 
-    def _encode(self, prompt: str) -> list[int]:
-        # Chat templates already write the BOS token; adding it again would double it (same rule as HF).
-        bos = getattr(self.tokenizer, "bos_token", None)
-        add_special = not (bos and prompt.startswith(bos))
-        ids = list(self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+    def _encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            # Chat templates already write the BOS token; adding it again would double it (same rule as HF).
+            bos = getattr(self.tokenizer, "bos_token", None)
+            add_special = not (bos and prompt.startswith(bos))
+            ids = list(self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+        else:                                            # token ids: used as they are
+            ids = [int(t) for t in prompt]
         if not ids:
-            raise ValueError(f"prompt {prompt[:40]!r} encodes to zero tokens")
+            raise ValueError(f"prompt {str(prompt)[:40]!r} encodes to zero tokens")
         if len(ids) >= self.max_model_len:
-            raise ValueError(f"prompt {prompt[:40]!r} has {len(ids)} tokens; the vLLM engine's max_model_len is "
+            raise ValueError(f"prompt {str(prompt)[:40]!r} has {len(ids)} tokens; the vLLM engine's max_model_len is "
                              f"{self.max_model_len}")
         return ids
 

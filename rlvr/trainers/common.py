@@ -92,14 +92,18 @@ class PackedBatch:
     prompt_ids: torch.Tensor        # [B, P]
     prompt_mask: torch.Tensor       # [B, P]
     completion_ids: torch.Tensor    # [B, C]
-    completion_mask: torch.Tensor   # [B, C]
+    completion_mask: torch.Tensor   # [B, C] tokens that carry loss (all real completion tokens when single-turn)
+    # [B, C] real (attended) completion tokens when that differs from completion_mask: multi-turn env feedback
+    # is attended but carries no loss. None: the same as completion_mask.
+    completion_attention: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
 
     def select(self, idx: torch.Tensor | slice) -> "PackedBatch":
+        attn = None if self.completion_attention is None else self.completion_attention[idx]
         return PackedBatch(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
-                           self.completion_mask[idx])
+                           self.completion_mask[idx], attn)
 
 
 def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> PackedBatch:
@@ -131,7 +135,8 @@ def completion_logprobs(model: torch.nn.Module, batch: PackedBatch, *, temperatu
     from rlvr.algos import entropy_from_logits, logprobs_from_logits
 
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
-    attn = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1).long()
+    seen = batch.completion_mask if batch.completion_attention is None else batch.completion_attention
+    attn = torch.cat([batch.prompt_mask, seen], dim=1).long()
     # Positions count only real tokens, exactly as generate() numbers them under left padding.
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     C = batch.completion_ids.shape[1]

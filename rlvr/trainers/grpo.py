@@ -23,6 +23,7 @@ import torch
 
 from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
 from rlvr.config import Config
+from rlvr.envs.config import MultiTurnConfig
 from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
                                   check_finite, clip_and_check, completion_logprobs, micro_batches, pack)
@@ -100,6 +101,9 @@ class GRPOConfig(Config):
     """steps between checkpoints (0: only at the end)"""
     keep_last: int = 2
     """checkpoints kept"""
+    env: MultiTurnConfig | None = None
+    """multi-turn rollouts with an environment, e.g. {name: arithmetic_retry, max_turns: 3, credit: outcome}
+    (docs/multiturn.md); None: single-turn"""
 
 
 def soft_overlong_penalty(length: int, max_len: int, buffer: int) -> float:
@@ -135,6 +139,9 @@ class Batch:
     group_ids: torch.Tensor       # [B]
     sampler_logp: torch.Tensor    # [B, C] log-probs reported by the rollout engine
     metrics: dict[str, float]
+    # Multi-turn: `fn(rewards [B], group_ids [B], **options) -> (advantages [B, C], metrics)` used in place of the
+    # outcome estimator (per-token credit, rlvr.trainers.grpo_multiturn). None: cfg.advantage.
+    advantages: Callable | None = None
 
 
 def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig, tokenizer,
@@ -145,6 +152,9 @@ def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig,
     """
     from rlvr.rollout import SamplingParams
 
+    if cfg.env is not None:   # multi-turn dialogues with an environment
+        from rlvr.trainers.grpo_multiturn import collect_multiturn_batch
+        return collect_multiturn_batch(engine, task, examples, stream, cfg, tokenizer, seed=seed)
     kept: list[tuple[list, list]] = []   # (rollouts, scores) per kept group
     all_scores, n_groups, dropped, t_gen, t_ver = [], 0, 0, 0.0, 0.0
     for rnd in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
@@ -244,7 +254,7 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
             cur = torch.cat([completion_logprobs(model, pb.select(s), temperature=cfg.temperature)[0]
                              for s in micro_batches(B, cfg.micro_batch)])
         rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1)
-    adv, adv_metrics = adv_fn(rewards, batch.group_ids, **cfg.advantage_options)
+    adv, adv_metrics = (batch.advantages or adv_fn)(rewards, batch.group_ids, **cfg.advantage_options)
     n_tok = int(pb.completion_mask.sum())
     old_logp = torch.zeros(pb.completion_ids.shape)
     sums: dict[str, float] = {}
