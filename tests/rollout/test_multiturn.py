@@ -176,3 +176,20 @@ def test_trainer_logprobs_match_the_sampler_on_model_tokens_with_the_tiny_model(
     m = packed.completion_mask
     assert torch.equal(m, turn_ids >= 0)
     assert (logp - sampler)[m].abs().max() < 1e-4
+
+
+def test_vllm_engine_dialogues_score_the_same_in_the_trainer(tiny_engine, tiny_model):
+    """The vLLM backend takes the token-id prompts of later turns; trainer log-probs agree on model tokens."""
+    from rlvr.trainers.common import completion_logprobs
+    from rlvr.trainers.grpo_multiturn import pack_dialogues
+
+    tok = tiny_engine.tokenizer
+    groups = rollout_dialogues(tiny_engine, CountEnv, [3, 45], SamplingParams(n=3, max_new_tokens=6, seed=0),
+                               max_turns=3, max_tokens=40, tokenizer=tok)
+    dialogues = [d for g in groups for d in g]
+    assert any(d.num_turns > 1 for d in dialogues)
+    packed, _, sampler = pack_dialogues(dialogues, tok.pad_token_id)
+    with torch.no_grad():
+        logp, _ = completion_logprobs(tiny_model, packed)
+    m = packed.completion_mask
+    assert (logp - sampler)[m].abs().mean() < 1e-3
