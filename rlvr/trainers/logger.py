@@ -82,6 +82,24 @@ class MetricsLogger:
         self._fh.close()
 
 
+class NullLogger:
+    """What non-main ranks log through in a multi-process run: nothing (rank 0 writes the merged metrics)."""
+
+    rows: list = []
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def rank_logger(out_dir: str | Path, **kwargs: Any) -> "MetricsLogger | NullLogger":
+    """A MetricsLogger on the main process, a NullLogger on the other ranks."""
+    from rlvr.distributed.context import context
+    return MetricsLogger(out_dir, **kwargs) if context().is_main else NullLogger()
+
+
 def _clean(v: Any) -> Any:
     if hasattr(v, "item"):
         v = v.item()

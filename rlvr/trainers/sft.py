@@ -14,10 +14,10 @@ from typing import Any, Callable
 import torch
 
 from rlvr.config import Config
-from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
-from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
-                                  clip_and_check)
-from rlvr.trainers.logger import MetricsLogger
+from rlvr.distributed import DistributedConfig, context, prepare, shard
+from rlvr.trainers.checkpoint import atomic_write_json
+from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
+from rlvr.trainers.logger import rank_logger
 
 
 class SFTConfig(Config):
@@ -129,21 +129,27 @@ def _eval_due(cfg: SFTConfig, step: int, evals: list) -> bool:
 
 def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample], cfg: SFTConfig, *,
               out_dir, seed: int = 0, evaluate: Callable[[torch.nn.Module], float] | None = None,
-              resume: bool = False, name: str = "sft", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train until max_steps or until `evaluate(model) >= cfg.stop_at_pass1`. Returns a summary dict."""
+              resume: bool = False, name: str = "sft", log_fn: Callable[[str], None] = print,
+              dist: DistributedConfig | None = None) -> dict[str, Any]:
+    """Train until max_steps or until `evaluate(model) >= cfg.stop_at_pass1`. Returns a summary dict.
+
+    Under several processes (`dist.deepspeed`) each rank trains on its strided share of every step's batch; the
+    loss is normalised by the whole batch's token count, so the summed gradient equals the single-process one.
+    """
     if not examples:
         raise ValueError("SFT needs at least one example")
     rows = tokenize_pairs(examples, tokenizer, cfg.max_length, cfg.completion_only)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
-    ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"{name}: resumed from {last.path} (step {step})")
-    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.max_steps, resume_step=step if last else None,
+    logger = rank_logger(out_dir, name=name, total_steps=cfg.max_steps, resume_step=step if last else None,
                            show_keys=["loss/sft", "eval/pass@1"])
     micro = max(1, cfg.batch_size // cfg.grad_accum)
     stopped = bool(evals) and cfg.stop_at_pass1 is not None and evals[-1][1] >= cfg.stop_at_pass1
@@ -153,25 +159,28 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample]
             model.train()
             t0 = time.time()
             idx = batch_indices(len(rows), step, cfg.batch_size, seed)
-            n_tok = sum(sum(rows[i][1][1:]) for i in idx)
+            n_tok = sum(sum(rows[i][1][1:]) for i in idx)   # the whole batch's count, on every rank
+            mine = shard(idx, ctx)
             total = 0.0
-            for s in range(0, len(idx), micro):
-                batch = collate([rows[i] for i in idx[s:s + micro]], tokenizer.pad_token_id)
+            for s in ctx.micro_batches(len(mine), micro):
+                if s.start == s.stop:           # this rank has no rows for this slot (tiny batches only)
+                    tr.backward_nothing()
+                    continue
+                batch = collate([rows[i] for i in mine[s]], tokenizer.pad_token_id)
                 with autocast(cfg.bf16):
                     nll, _ = sft_loss(model, batch)
-                loss = nll / max(1, n_tok)  # global token mean across micro-batches
+                loss = nll / max(1, n_tok)  # global token mean across micro-batches (and ranks)
                 check_finite(loss, f"{name} step {step + 1}: loss")
-                loss.backward()
+                tr.backward(loss)
                 total += loss.item()
-            gnorm = clip_and_check(model, cfg.grad_clip)
-            opt.step()
+            gnorm = tr.step()
             sched.step()
-            opt.zero_grad(set_to_none=True)
             step += 1
             metrics = {"loss/sft": total, "grad/norm": gnorm, "lr": sched.get_last_lr()[0],
                        "perf/tokens_per_s": n_tok / max(1e-9, time.time() - t0)}
+            metrics = ctx.reduce_metrics(metrics, sum_keys=("loss/sft",))
             if evaluate is not None and _eval_due(cfg, step, evals):
-                score = float(evaluate(model))
+                score = ctx.broadcast_object(float(evaluate(model)))   # one verdict, so all ranks stop together
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
                 stopped = cfg.stop_at_pass1 is not None and score >= cfg.stop_at_pass1
@@ -186,6 +195,7 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample]
         logger.close()
     summary = {"steps": step, "evals": evals, "stopped_on_threshold": stopped,
                "final_pass@1": evals[-1][1] if evals else None, "wall_s": time.time() - t_start}
-    atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
+    if ctx.is_main:
+        atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
     return summary
 

@@ -1,0 +1,138 @@
+"""Who am I in a multi-process run, and the few collectives the trainers need.
+
+`context()` returns the process's `DistContext`. Without a launcher (no WORLD_SIZE > 1 in the environment) it is
+the single-process context: rank 0 of 1, every collective a no-op, so trainers run unchanged. Under `deepspeed`
+or `torchrun` (which set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT) the first call joins the
+process group: NCCL on CUDA (one GPU per local rank), gloo on CPU.
+
+Data-parallel convention used by every trainer (see docs/scaling.md):
+- a rank's loss is *its share of the global loss*: per-token/per-sequence means divide by the global count
+  (`all_sum` of the local counts), so summing the ranks' losses gives exactly the single-process loss;
+- gradients are summed across ranks (`rlvr.distributed.trainable` undoes DeepSpeed's 1/world averaging);
+- GRPO groups never straddle ranks: a rank samples whole groups, so group advantages are computed locally.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+
+__all__ = ["DistContext", "context", "shard"]
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    # ------------------------------------------------------------------------------------------- collectives
+    def all_sum(self, value: float | int) -> float | int:
+        """Σ_ranks value (a Python number; ints stay ints)."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return int(round(t.item())) if isinstance(value, int) else t.item()
+
+    def all_max(self, value: int) -> int:
+        if not self.distributed:
+            return value
+        t = torch.tensor([int(value)], dtype=torch.int64)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank `src`'s `obj` on every rank (e.g. an eval score only rank 0 computes)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def reduce_metrics(self, metrics: dict[str, Any], sum_keys: Iterable[str] = ()) -> dict[str, Any]:
+        """Metrics of all ranks merged: keys in `sum_keys` (shares of a global total: loss shares, token and
+        group counts, throughput) are summed, every other numeric key averaged; non-numeric values are rank 0's."""
+        if not self.distributed:
+            return metrics
+        keys = sorted(k for k, v in metrics.items() if _is_number(v))
+        vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+        torch.distributed.all_reduce(vals)
+        sums = set(sum_keys)
+        out = dict(metrics)
+        for k, v in zip(keys, vals.tolist()):
+            out[k] = v if k in sums else v / self.world_size
+        return out
+
+    def micro_batches(self, n: int, size: int) -> Iterator[slice]:
+        """Slices over this rank's n rows; every rank gets the same number of slices.
+
+        ZeRO-2/3 reduce gradients inside every backward (a collective), so all ranks must run the same number of
+        backward passes per optimizer step even when their row counts differ (dynamic sampling). The count is
+        max over ranks of ceil(n / size); rows are spread evenly, and a rank can get empty slices (its caller runs
+        a zero-loss backward for those, see Trainable.backward_nothing). Single process: plain `size` chunks.
+        """
+        k = self.all_max(math.ceil(n / max(1, size))) if self.distributed else math.ceil(n / max(1, size))
+        if not self.distributed:
+            for start in range(0, n, max(1, size)):
+                yield slice(start, min(n, start + size))
+            return
+        base, extra = divmod(n, max(1, k))
+        start = 0
+        for i in range(k):
+            stop = start + base + (1 if i < extra else 0)
+            yield slice(start, stop)
+            start = stop
+
+
+def shard(items: list, ctx: DistContext) -> list:
+    """This rank's strided share items[rank::world] (all items on a single process)."""
+    return items[ctx.rank::ctx.world_size]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) or (isinstance(v, torch.Tensor) and v.numel() == 1)
+
+
+_CONTEXT: DistContext | None = None
+
+
+def context() -> DistContext:
+    """The process's DistContext; joins the process group on first use when launched with WORLD_SIZE > 1."""
+    global _CONTEXT
+    if _CONTEXT is not None:
+        return _CONTEXT
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        _CONTEXT = DistContext()
+        return _CONTEXT
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(local)
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world)
+    _CONTEXT = DistContext(rank=rank, world_size=world, local_rank=local)
+    return _CONTEXT

@@ -1,0 +1,134 @@
+"""LoRA adapters through `peft`, usable by every trainer.
+
+- `apply_lora(model, cfg)` wraps an HF causal LM in a PeftModel: only the adapters (rank r, scale alpha/r) train.
+- `reference_model(model)`: the frozen reference policy. With adapters it is the *same* model with adapters
+  disabled (peft's `disable_adapter()`), i.e. exactly the base weights and no second copy in memory; without
+  adapters it is a frozen deep copy, as before.
+- `merged_state_dict(model)`: base-named weights W + (alpha/r)·B@A — what a rollout engine (vLLM) or a saved HF
+  model needs. Computed out of place, so training is not disturbed (peft's in-place merge/unmerge would drift).
+- `save_model(model, dir)`: a loadable HF model dir (merged weights); adapters are also saved under `dir/adapter`.
+- `sync_weights(engine, model)`: hand the engine the module it shares, or merged weights it can load.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.distributed.config import LoRAConfig
+
+__all__ = ["apply_lora", "is_peft", "reference_model", "merged_state_dict", "save_model", "load_adapter_weights",
+           "sync_weights", "AdaptersOff"]
+
+
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def apply_lora(model: torch.nn.Module, cfg: LoRAConfig | None) -> torch.nn.Module:
+    """`model` wrapped with fresh LoRA adapters when cfg.enabled (B = 0, so the output is unchanged), else `model`."""
+    if cfg is None or not cfg.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    pcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, pcfg)
+    except ValueError as e:   # e.g. target modules not found in the model
+        from rlvr.errors import ConfigError
+        raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
+
+
+class AdaptersOff:
+    """Callable like the model, but runs it with adapters disabled and in eval mode: the frozen base policy."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.model.disable_adapter():
+                return self.model(*args, **kwargs)
+        finally:
+            self.model.train(was_training)
+
+    def eval(self) -> "AdaptersOff":
+        return self
+
+    def requires_grad_(self, flag: bool = True) -> "AdaptersOff":
+        return self
+
+
+def reference_model(model: torch.nn.Module) -> Any:
+    """The frozen reference: adapters-off view of a peft model, else a frozen deep copy."""
+    if is_peft(model):
+        return AdaptersOff(model)
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Base-model state dict with the active adapters folded in: W' = W + Σ_adapters scale·B@A (base names)."""
+    if not is_peft(model):
+        return {k: v.detach() for k, v in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    deltas: dict[str, torch.Tensor] = {}
+    for name, mod in base.named_modules():
+        if isinstance(mod, LoraLayer) and not getattr(mod, "disable_adapters", False):
+            delta = None
+            for adapter in mod.active_adapters:
+                if adapter in mod.lora_A:
+                    d = mod.get_delta_weight(adapter)
+                    delta = d if delta is None else delta + d
+            if delta is not None:
+                deltas[f"{name}.weight"] = delta
+    out: dict[str, torch.Tensor] = {}
+    for key, value in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        out[key] = (value + deltas[key].to(value.dtype)) if key in deltas else value.detach()
+    return out
+
+
+def save_model(model: torch.nn.Module, path: str | Path, tokenizer: Any = None) -> None:
+    """save_pretrained of a loadable HF model (merged weights for peft models, adapters also in `path/adapter`)."""
+    path = Path(path)
+    if is_peft(model):
+        model.get_base_model().save_pretrained(path, state_dict=merged_state_dict(model), safe_serialization=True)
+        model.save_pretrained(path / "adapter")
+    else:
+        model.save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+
+
+def load_adapter_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load adapters saved by `save_model` (under `path/adapter`) into the live peft `model`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    files = sorted((Path(path) / "adapter").glob("*.safetensors"))
+    if not files:
+        raise RuntimeError(f"{path}: no adapter weights (was the checkpoint written without lora?)")
+    result = set_peft_model_state_dict(model, load_file(files[0]))
+    bad = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if bad:
+        raise RuntimeError(f"{path}: adapter weights do not fit this model: {bad[:3]}")
+
+
+def sync_weights(engine: Any, model: torch.nn.Module) -> None:
+    """Bring the rollout engine up to date with `model`: the module itself when the engine shares it (HF engine:
+    a no-op) or when it has no adapters; merged base-named weights otherwise (vLLM with LoRA)."""
+    if not is_peft(model) or getattr(engine, "model", None) is model:
+        engine.update_weights(model)
+    else:
+        engine.update_weights(merged_state_dict(model))

@@ -1,0 +1,113 @@
+"""Scenarios run by tests/distributed/test_deepspeed_*.py: once in-process (single-process reference, plain
+PyTorch) and once per rank under `deepspeed --num_gpus 2` (DeepSpeed ZeRO on gloo). Each writes its results into
+OUT as JSON (losses) and safetensors (parameters); the test compares them.
+
+    python tests/distributed/ds_worker.py SCENARIO OUT [DS_CONFIG]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def sft_examples():
+    from rlvr.trainers.sft import SFTExample
+    return [SFTExample(f"{a}+{b}=", str(a + b)) for a in range(4) for b in range(5)]
+
+
+def run_sft(out: Path, ds: str | None, *, steps: int = 1, resume: bool = False, name: str = "sft") -> None:
+    """`steps` SFT steps (uneven token counts per rank; 3 micro-batches per step in 1 process) on the tiny model."""
+    from rlvr.distributed import DistributedConfig, context
+    from rlvr.trainers.checkpoint import seed_everything
+    from rlvr.trainers.common import load_model_and_tokenizer
+    from rlvr.trainers.logger import read_jsonl
+    from rlvr.trainers.sft import SFTConfig, train_sft
+
+    seed_everything(0)
+    model, tok = load_model_and_tokenizer("tiny")
+    cfg = SFTConfig(max_steps=steps, batch_size=10, grad_accum=3, lr=1e-2, bf16=False, eval_every=0,
+                    checkpoint_every=1, keep_last=3)
+    train_sft(model, tok, sft_examples(), cfg, out_dir=out / name, seed=0, resume=resume, log_fn=lambda s: None,
+              dist=DistributedConfig(deepspeed=ds))
+    rows = read_jsonl(out / name / "sft_metrics.jsonl") if context().is_main else []
+    _write(out, name, model, {k: [r[k] for r in rows] for k in ("loss/sft", "grad/norm")})
+
+
+def run_sft_resume(out: Path, ds: str | None) -> None:
+    """2 SFT steps straight, and 1 step + a resume (fresh model, states from the checkpoint) to step 2."""
+    run_sft(out, ds, steps=2, name="sft_straight")
+    run_sft(out, ds, steps=1, name="sft_resumed")
+    run_sft(out, ds, steps=2, resume=True, name="sft_resumed")
+
+
+def fixed_grpo_groups(n_groups: int = 4, G: int = 4) -> list[tuple[list[int], list[list[int]], list[float]]]:
+    """Deterministic (prompt ids, G completion ids of varied lengths, G rewards) per group."""
+    g = torch.Generator().manual_seed(7)
+    groups = []
+    for k in range(n_groups):
+        prompt = torch.randint(4, 70, (3 + k,), generator=g).tolist()
+        comps = [torch.randint(4, 70, (2 + (k * G + i) % 5,), generator=g).tolist() for i in range(G)]
+        rewards = [float((k + i) % 3 == 0) + 0.25 * i for i in range(G)]
+        groups.append((prompt, comps, rewards))
+    return groups
+
+
+def grpo_batch(groups, pad_id: int):
+    from rlvr.trainers.common import pack
+    from rlvr.trainers.grpo import Batch
+
+    prompts = [p for p, comps, _ in groups for _ in comps]
+    comps = [c for _, cs, _ in groups for c in cs]
+    packed = pack(prompts, comps, pad_id)
+    rewards = torch.tensor([r for _, _, rs in groups for r in rs])
+    gids = torch.arange(len(groups)).repeat_interleave(len(groups[0][1]))
+    return Batch(packed, rewards, gids, torch.zeros(packed.completion_ids.shape), {})
+
+
+def run_grpo_update(out: Path, ds: str | None) -> None:
+    """One policy_update (mu=2 optimizer steps, KL to a frozen reference) on 4 fixed groups: all of them in one
+    process, or groups rank::2 on each of 2 ranks (uneven token counts and micro-batch counts per rank)."""
+    from rlvr.distributed import DistributedConfig, context, prepare, reference_model, shard
+    from rlvr.trainers.checkpoint import seed_everything
+    from rlvr.trainers.common import build_optimizer, load_model_and_tokenizer
+    from rlvr.trainers.grpo import GRPOConfig, policy_update
+
+    seed_everything(0)
+    model, tok = load_model_and_tokenizer("tiny")
+    cfg = GRPOConfig(lr=1e-2, mu=2, micro_batch=3, beta=0.1, bf16=False, group_size=4, max_new_tokens=8)
+    ref = reference_model(model)
+    tr = prepare(model, build_optimizer(model, cfg.lr), DistributedConfig(deepspeed=ds), grad_clip=cfg.grad_clip)
+    batch = grpo_batch(shard(fixed_grpo_groups(), context()), tok.pad_token_id)
+    model.train()
+    m = context().reduce_metrics(policy_update(model, ref, tr, batch, cfg), sum_keys=("loss/total",))
+    _write(out, "grpo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"]})
+
+
+def _write(out: Path, name: str, model, metrics: dict) -> None:
+    from rlvr.distributed import context, merged_state_dict
+    from safetensors.torch import save_file
+
+    if context().is_main:
+        sd = {k: v.detach().float().clone() for k, v in merged_state_dict(model).items()}
+        save_file(sd, str(out / f"{name}_params.safetensors"))
+        (out / f"{name}_metrics.json").write_text(json.dumps(metrics))
+
+
+SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update}
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
+    scenario, out = args[0], Path(args[1])
+    ds = args[2] if len(args) > 2 else None
+    out.mkdir(parents=True, exist_ok=True)
+    for name in scenario.split(","):
+        SCENARIOS[name](out, ds)
