@@ -118,7 +118,8 @@ def rollout_dialogues(engine: RolloutEngine, make_env: Callable[[], Env], exampl
         else:
             rollouts = [g[0] for g in _generate(engine, [d.ids for d, _ in active], params, 1, turn, max_tokens)]
         for (d, _), r in zip(active, rollouts):
-            d._add(r.completion_ids, model=True, turn=turn, logprobs=r.logprobs[:len(r.completion_ids)])
+            n = len(r.completion_ids)
+            d._add(r.completion_ids, model=True, turn=turn, logprobs=(r.logprobs or [0.0] * n)[:n])
             d.turn_texts.append(r.text)
             d.turn_finish.append(r.finish_reason)
         results = _step_all(active, [r.text for r in rollouts])
