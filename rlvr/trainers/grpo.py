@@ -221,7 +221,10 @@ def _rollout_metrics(scores, task, cfg: GRPOConfig) -> dict[str, float]:
     m["reward/mean"] = statistics.fmean(rewards)
     m["reward/std"] = statistics.pstdev(rewards)
     for w in task.verifiers:
-        vals = [s.verdicts[w.name].reward for s in scores]
+        # A prompt mixture (rlvr.workflow) routes sources to different verifiers: average over who has it.
+        vals = [s.verdicts[w.name].reward for s in scores if w.name in s.verdicts]
+        if not vals:
+            continue
         m[f"reward/{w.name}"] = statistics.fmean(vals)
         m[f"reward/{w.name}_std"] = statistics.pstdev(vals)
     for st in STATUSES:
