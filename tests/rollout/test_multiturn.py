@@ -193,3 +193,18 @@ def test_vllm_engine_dialogues_score_the_same_in_the_trainer(tiny_engine, tiny_m
         logp, _ = completion_logprobs(tiny_model, packed)
     m = packed.completion_mask
     assert (logp - sampler)[m].abs().mean() < 1e-3
+
+
+def test_hf_engine_token_id_prompts_equal_text_prompts():
+    from rlvr.rollout import get_engine
+    from rlvr.trainers.common import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer("tiny")
+    engine = get_engine("hf", model=model, tokenizer=tok)
+    params = SamplingParams(n=2, max_new_tokens=5, seed=4)
+    by_text = engine.generate(["12+34=", "7+8="], params)
+    by_ids = engine.generate([tok("12+34=")["input_ids"], tok("7+8=")["input_ids"]], params)
+    assert [[r.completion_ids for r in g] for g in by_text] == [[r.completion_ids for r in g] for g in by_ids]
+    assert by_ids[0][0].prompt_ids == tok("12+34=")["input_ids"]
+    with pytest.raises(ValueError, match="must not be empty"):
+        engine.generate([[]], params)
