@@ -13,14 +13,27 @@ from rlvr.workflow.stages import list_stage_kinds
 from rlvr.workflow.stages.rejection import RejectionSamplingConfig, select
 
 TINY = Path(__file__).with_name("tiny_run.yaml")
-R1_FULL = Path(__file__).parents[2] / "recipes" / "r1_mini_full.yaml"
+REPO = Path(__file__).parents[2]
+R1_FULL = REPO / "recipes" / "r1_mini_full.yaml"
+
+
+def run_recipes() -> list[Path]:
+    """Every YAML under recipes/ that declares `stages:` (a `rlvr run` file), plus the test runs here."""
+    import yaml
+    found = [p for p in sorted(REPO.glob("recipes/**/*.yaml")) if "stages" in (yaml.safe_load(p.read_text()) or {})]
+    return found + sorted(Path(__file__).parent.glob("*.yaml"))
 
 
 def test_stage_kinds_registered():
     assert {"sft", "grpo", "ppo", "dpo", "rejection_sampling", "rm", "prm", "eval"} <= set(list_stage_kinds())
 
 
-@pytest.mark.parametrize("path", [TINY, R1_FULL])
+def test_run_recipes_found():
+    names = {p.name for p in run_recipes()}
+    assert {"r1_mini_full.yaml", "r1_qwen25_1.5b_full.yaml", "tiny_run.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", run_recipes(), ids=lambda p: p.stem)
 def test_recipes_validate_and_order(path):
     wf = load_workflow(path)
     names = [s.name for s in order(wf)]
@@ -123,3 +136,12 @@ def test_mixture_routes_each_example_to_its_sources_verifiers():
     assert set(scores[0].verdicts) == {"integer", "format"} and scores[0].reward == pytest.approx(1.5)
     assert set(scores[1].verdicts) == {"integer"} and scores[1].reward == pytest.approx(1.0)
     assert ex_p[0].id.startswith("p/") and mix.render(ex_p[0]) == plain.render(ex_p[0])
+
+
+@pytest.mark.parametrize("path", run_recipes(), ids=lambda p: p.stem)
+def test_recipe_sources_resolve(path):
+    """Each source's task builds with its options and has the split named (RM routing is not started here)."""
+    wf = load_workflow(path)
+    for name, src in wf.sources.items():
+        task = source_task(src)
+        assert src.split in task.splits, f"{path.name}: sources.{name}: no split {src.split!r}"
