@@ -135,3 +135,24 @@ def test_retry_feedback_is_a_chat_message_with_a_chat_tokenizer_and_shows_the_re
 
     obs = env._feedback(FakeScore())
     assert obs == [{"role": "user", "content": "Tests failed, fix the code.\nAssertionError: f(2) == 5"}]
+
+
+def test_code_retry_shows_the_failing_test_then_rewards_the_fix(tok):
+    from tasks.base import Example, PromptTemplate, Task, WeightedVerifier
+    from verifiers.base import get_verifier
+
+    tests = ["assert add(1, 2) == 3", "assert add(10, 5) == 15"]
+    ex = Example(id="add", question="Write add(a, b).", meta={"tests": tests})
+    task = Task(name="code_toy", loader=lambda s, n: [ex], splits=("train",),
+                template=PromptTemplate(plain="{user}\n", chat=False),
+                verifiers=[WeightedVerifier(get_verifier("code"), 1.0)])
+    env = make_env("code_retry", task=task, tokenizer=tok, max_turns=3)()
+    env.reset(ex)
+    first = env.step("def add(a, b):\n    return a - b\n")
+    if first.info["status"] == "error":
+        pytest.skip("the code sandbox cannot run here (see `rlvr sandbox-check`)")
+    assert not first.done and first.info["status"] == "wrong"
+    assert first.observation.startswith("\nTests failed, fix the code.\ntest 0: AssertionError")
+    assert first.observation.endswith("Write add(a, b).\n")
+    fixed = env.step("def add(a, b):\n    return a + b\n")
+    assert fixed.done and fixed.reward == 1.0
