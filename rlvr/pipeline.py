@@ -123,23 +123,30 @@ class Runner:
         return json.loads(marker.read_text()) if self.resume and marker.exists() else None
 
     def finish(self, name: str, model, tokenizer, summary: dict) -> None:
-        model.save_pretrained(self.stage_dir(name) / "model")
-        tokenizer.save_pretrained(self.stage_dir(name) / "model")
-        atomic_write_json(self.stage_dir(name) / "DONE.json", summary)
+        """Save the stage's model (LoRA: merged into the base weights) and its DONE marker; rank 0 only."""
+        from rlvr.distributed import context, save_model
+        if context().is_main:
+            save_model(model, self.stage_dir(name) / "model", tokenizer=tokenizer)
+            atomic_write_json(self.stage_dir(name) / "DONE.json", summary)
+        context().barrier()
 
-    def load(self, name: str | None):
+    def load(self, name: str | None, *, train: bool = False):
+        """The start model of a stage (`train`: with fresh LoRA adapters when the recipe asks for them)."""
+        from rlvr.distributed import apply_lora
         path = str(self.stage_dir(name) / "model") if name else self.recipe.model.path
-        return load_model_and_tokenizer(path, dtype=self.recipe.model.dtype)
+        model, tok = load_model_and_tokenizer(path, dtype=self.recipe.model.dtype)
+        return (apply_lora(model, self.recipe.lora) if train else model), tok
 
     def run_sft(self, name: str, start: str | None, examples, cfg, seed_offset: int) -> dict:
         if (s := self.done(name)) is not None:
             self.log(f"{name}: already complete, skipped")
             return s
         seed_everything(self.recipe.seed + seed_offset)
-        model, tok = self.load(start)
+        model, tok = self.load(start, train=True)
         pairs = _sft_pairs(examples, self.task, tok, self.recipe.sft.target)
         summary = train_sft(model, tok, pairs, cfg, out_dir=self.stage_dir(name), seed=self.recipe.seed,
-                            evaluate=lambda m: self.greedy(m, tok), resume=self.resume, name=name, log_fn=self.log)
+                            evaluate=lambda m: self.greedy(m, tok), resume=self.resume, name=name, log_fn=self.log,
+                            dist=self.recipe.distributed)
         self.finish(name, model, tok, summary)
         return summary
 
@@ -149,7 +156,7 @@ class Runner:
             self.log(f"{name}: already complete, skipped")
             return s
         seed_everything(self.recipe.seed + 2)
-        model, tok = self.load(start)
+        model, tok = self.load(start, train=True)
         summary = STAGE_RUNNERS[name](self, model, tok, getattr(self.recipe, name), name)
         self.finish(name, model, tok, summary)
         return summary
@@ -160,7 +167,7 @@ def _run_grpo(r: Runner, model, tok, cfg, name: str) -> dict:
     from rlvr.trainers.grpo import train_grpo
     return train_grpo(model, tok, r.engine(model, tok), r.task, r.rl_examples, cfg, out_dir=r.stage_dir(name),
                       seed=r.recipe.seed, evaluate=lambda m: r.greedy(m, tok), resume=r.resume, name=name,
-                      log_fn=r.log)
+                      log_fn=r.log, dist=r.recipe.distributed)
 
 
 def _run_ppo(r: Runner, model, tok, cfg, name: str) -> dict:
@@ -227,16 +234,22 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
     r.close_engine()
     summary["stages"] = stages
     summary["wall_s"] = time.time() - t0
-    atomic_write_json(r.out / "summary.json", summary)
-    from rlvr.report import write_report
-    write_report(r.out, recipe, summary)
+    from rlvr.distributed import context
+    if context().is_main:
+        atomic_write_json(r.out / "summary.json", summary)
+        from rlvr.report import write_report
+        write_report(r.out, recipe, summary)
     return summary
 
 
 def _eval_stage(r: Runner, name: str, model_stage: str | None) -> dict[str, Any]:
-    seed_everything(r.recipe.seed + 10)
-    model, tok = r.load(model_stage)
-    metrics = r.full_eval(model, tok, name)
-    r.stage_dir(name).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(r.stage_dir(name) / "DONE.json", metrics)
-    return metrics
+    """Held-out evaluation of a stage's saved model; rank 0 evaluates, the other ranks receive its metrics."""
+    from rlvr.distributed import context
+    metrics = None
+    if context().is_main:
+        seed_everything(r.recipe.seed + 10)
+        model, tok = r.load(model_stage)
+        metrics = r.full_eval(model, tok, name)
+        r.stage_dir(name).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(r.stage_dir(name) / "DONE.json", metrics)
+    return context().broadcast_object(metrics)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from rlvr.config import Config, load_config
+from rlvr.distributed.config import DistributedConfig, LoRAConfig
 from rlvr.trainers.grpo import GRPOConfig
 from rlvr.trainers.online_dpo import OnlineDPOConfig
 from rlvr.trainers.ppo import PPOConfig
@@ -116,6 +117,10 @@ class Recipe(Config):
     dpo: DPOStageConfig = DPOStageConfig(enabled=False)
     control: ControlConfig = ControlConfig()
     eval: EvalConfig = EvalConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    """DeepSpeed ZeRO config and gradient checkpointing for every training stage (launch: docs/scaling.md)"""
+    lora: LoRAConfig = LoRAConfig()
+    """train LoRA adapters (peft) in every stage instead of all weights; stages save merged weights"""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":

@@ -76,9 +76,8 @@ class CheckpointManager:
         self._sweep_temps()
         final = self.dir / f"{PREFIX}{step:08d}"
         tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=f".tmp-{PREFIX}{step:08d}-"))
-        model.save_pretrained(tmp / "model", safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / "model")
+        from rlvr.distributed.lora import save_model   # LoRA: merged weights + the adapters in model/adapter
+        save_model(model, tmp / "model", tokenizer=tokenizer)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
@@ -109,6 +108,11 @@ class CheckpointManager:
         """Load weights, optimizer, scheduler and RNG states from `ckpt` into live objects."""
         from safetensors.torch import load_file
 
+        from rlvr.distributed.lora import is_peft, load_adapter_weights
+        if is_peft(model):   # only the adapters train; the base weights are the ones the model was built from
+            load_adapter_weights(model, ckpt.path / "model")
+            self._restore_states(ckpt, optimizer, scheduler)
+            return
         weights = {}
         for f in sorted((ckpt.path / "model").glob("*.safetensors")):
             weights.update(load_file(f))
@@ -117,6 +121,9 @@ class CheckpointManager:
         missing = [k for k in missing if not k.endswith("lm_head.weight")]
         if missing or unexpected:
             raise RuntimeError(f"checkpoint {ckpt.path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self._restore_states(ckpt, optimizer, scheduler)
+
+    def _restore_states(self, ckpt: Checkpoint, optimizer: Any, scheduler: Any) -> None:
         if optimizer is not None and (ckpt.path / "optimizer.pt").exists():
             optimizer.load_state_dict(torch.load(ckpt.path / "optimizer.pt", weights_only=False))
         if scheduler is not None and (ckpt.path / "scheduler.pt").exists():
