@@ -60,7 +60,7 @@ class DataRef(Config):
     stage: str | None = None
     """a stage whose dataset output is used (rejection_sampling writes `sft` and `pairs`)"""
     output: str = "sft"
-    """which dataset of `stage`: sft | pairs"""
+    """which dataset of `stage` (rejection_sampling: sft | pairs; rlaif: sft | pairs | judged)"""
     file: str | None = None
     """a JSONL file (SFT: prompt/completion; DPO/RM: prompt/chosen/rejected)"""
     target: str = "{solution}"
@@ -75,8 +75,6 @@ class DataRef(Config):
         given = [k for k in ("source", "stage", "file") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"a data entry names exactly one of source / stage / file (got {given or 'none'})")
-        if self.output not in ("sft", "pairs"):
-            raise ValueError(f"output must be sft or pairs, got {self.output!r}")
         return self
 
 

@@ -119,3 +119,20 @@ def test_kill_between_and_inside_stages_gives_the_uninterrupted_result(tmp_path)
     proc = _launch(out)
     assert proc.wait(timeout=600) == 0
     assert _finals(out) == _finals(ref)
+
+
+def test_rlaif_stage_feeds_dpo_and_sft(tmp_path):
+    out = tmp_path / "cai"
+    repo = HERE.parents[1]
+    wf = load_workflow(HERE / "rlaif_run.yaml", [f"output_dir={out}",
+                                                 f"stages.cai.config.constitution={repo / 'recipes/constitution.yaml'}"])
+    summary = run_workflow(wf, log=lambda m: None)
+    rows = {s["name"]: s for s in summary["stages"]}
+    assert summary["status"] == "complete"
+    cai = rows["cai"]
+    assert set(cai["datasets"]) == {"sft", "pairs", "judged"} and cai["metrics"]["prompts"] == 6
+    pairs = [json.loads(x) for x in Path(cai["datasets"]["pairs"]).read_text().splitlines()]
+    judged = [json.loads(x) for x in Path(cai["datasets"]["judged"]).read_text().splitlines()]
+    assert len(pairs) == cai["metrics"]["revised"] and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert all(0.5 < j["confidence"] <= 1.0 and j["principle"] for j in judged)
+    assert rows["dpo"]["metrics"]["pairs"] == len(judged) and rows["sft"]["metrics"]["examples"] == len(pairs)
