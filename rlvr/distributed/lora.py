@@ -44,7 +44,10 @@ def apply_lora(model: torch.nn.Module, cfg: LoRAConfig | None) -> torch.nn.Modul
 
 
 class AdaptersOff:
-    """Callable like the model, but runs it with adapters disabled and in eval mode: the frozen base policy."""
+    """Callable like the model, but runs it with adapters disabled and in eval mode: the frozen base policy.
+    `train()` / `eval()` do nothing (the policy's mode is its own); `state_dict()` is the base weights."""
+
+    training = False
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -61,6 +64,12 @@ class AdaptersOff:
     def eval(self) -> "AdaptersOff":
         return self
 
+    def train(self, mode: bool = True) -> "AdaptersOff":
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return merged_state_dict(self.model, adapters=False)
+
     def requires_grad_(self, flag: bool = True) -> "AdaptersOff":
         return self
 
@@ -73,15 +82,16 @@ def reference_model(model: torch.nn.Module) -> Any:
 
 
 @torch.no_grad()
-def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Base-model state dict with the active adapters folded in: W' = W + Σ_adapters scale·B@A (base names)."""
+def merged_state_dict(model: torch.nn.Module, adapters: bool = True) -> dict[str, torch.Tensor]:
+    """Base-model state dict with the active adapters folded in: W' = W + Σ_adapters scale·B@A (base names).
+    adapters=False: the base weights W alone."""
     if not is_peft(model):
         return {k: v.detach() for k, v in model.state_dict().items()}
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
     deltas: dict[str, torch.Tensor] = {}
-    for name, mod in base.named_modules():
+    for name, mod in base.named_modules() if adapters else ():
         if isinstance(mod, LoraLayer) and not getattr(mod, "disable_adapters", False):
             delta = None
             for adapter in mod.active_adapters:

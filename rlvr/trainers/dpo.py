@@ -27,7 +27,6 @@ Pairs can feed KTO (chosen -> desirable, rejected -> undesirable); unpaired data
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import tempfile
@@ -43,11 +42,13 @@ from rlvr.algos import (dpo_loss, implicit_rewards, ipo_loss, kto_loss, kto_refe
                         simpo_loss)
 from rlvr.algos.registry import Registry
 from rlvr.config import Config
+from rlvr.distributed import DistributedConfig, context, prepare, reference_model, shard
+from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError, DataError
-from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
-                                  clip_and_check, completion_logprobs, micro_batches, pack)
-from rlvr.trainers.logger import MetricsLogger
+                                  completion_logprobs, micro_batches, pack)
+from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.sft import batch_indices
 
 __all__ = ["DPOConfig", "PrefItem", "SeqStats", "PreferenceLoss", "PREFERENCE_LOSSES", "register_preference_loss",
@@ -373,11 +374,18 @@ def _kto(s: SeqStats, cfg: DPOConfig):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _step(model, items, idx, ref_batch, spec, cfg, pad_id) -> dict[str, float]:
+def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int | None = None
+          ) -> dict[str, float]:
     """One optimizer step's forward/backward passes over items `idx` (reference log-probs `ref_batch`
-    [len(idx), 2] or None); returns metrics averaged over micro-batches."""
+    [len(idx), 2] or None); returns metrics averaged over micro-batches. With several ranks `idx` is this rank's
+    share and `n_total` the whole step's item count (the loss is a mean over all of them)."""
+    tr, ctx = as_trainable(tr, model, cfg.grad_clip), context()
+    n_total = n_total or len(idx)
     sums: dict[str, float] = {}
-    for s in micro_batches(len(idx), cfg.micro_batch):
+    for s in ctx.micro_batches(len(idx), cfg.micro_batch):
+        if s.start == s.stop:
+            tr.backward_nothing()
+            continue
         sub = idx[s]
         frac = len(sub) / len(idx)
         logps, avg = sequence_logps(model, [items[i] for i in sub], pad_id, cfg.bf16)
@@ -388,9 +396,9 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id) -> dict[str, float]:
             nll = -avg[:, 0] * desirable                              # first row, where it is a good completion
             loss_vec = loss_vec + cfg.rpo_alpha * nll
             m = {**m, "loss/rpo_nll": nll.detach().sum() / desirable.sum().clamp(min=1)}
-        loss = loss_vec.mean() * frac                               # mean over the whole step's items
+        loss = loss_vec.sum() / n_total                             # mean over the whole step's items
         check_finite(loss, "preference loss")
-        loss.backward()
+        tr.backward(loss)
         m = {**m, "loss/total": loss_vec.detach().mean(), "logps/chosen": logps[:, 0].detach().mean(),
              "logps/rejected": logps[:, 1].detach().mean()}
         if ref is not None:   # how far the policy has moved from the reference, per sequence
@@ -408,7 +416,7 @@ def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: 
     The reference is `ref_model`, else a frozen copy of `model` as it is now."""
     if not spec.needs_reference:
         return None, None
-    ref = (ref_model if ref_model is not None else copy.deepcopy(model)).eval().requires_grad_(False)
+    ref = (ref_model if ref_model is not None else reference_model(model)).eval().requires_grad_(False)
     if not cfg.precompute_ref:
         return None, ref
     cache = out_dir / cfg.ref_cache if cfg.ref_cache else None
@@ -418,9 +426,11 @@ def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: 
 def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem], cfg: DPOConfig, *, out_dir,
               seed: int = 0, ref_model: torch.nn.Module | None = None,
               evaluate: Callable[[torch.nn.Module], float] | None = None, resume: bool = False,
-              name: str = "dpo", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
+              name: str = "dpo", log_fn: Callable[[str], None] = print,
+              dist: DistributedConfig | None = None) -> dict[str, Any]:
     """Train `model` on `items` with `cfg.loss`. The reference is `ref_model`, else `model` as passed in
-    (before any checkpoint is restored), so a resumed run uses the same reference as the original one."""
+    (before any checkpoint is restored), so a resumed run uses the same reference as the original one
+    (LoRA: the same model with adapters off). Several ranks: each trains on its strided share of every batch."""
     if not items:
         raise DataError(f"{name}: no preference items to train on")
     spec = get_preference_loss(cfg.loss)
@@ -431,34 +441,35 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
     ref_all, ref_live = _reference(model, ref_model, items, pad_id, spec, cfg, out_dir, log_fn)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"{name}: resumed from {last.path} (step {step})")
-    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
+    logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
                            show_keys=["loss/total", "rewards/accuracies", "eval/pass@1"])
     t_start = time.time()
     try:
         while step < cfg.steps:
             t0 = time.time()
             model.train()
-            idx = torch.tensor(batch_indices(len(items), step, cfg.batch_size, seed))
+            all_idx = batch_indices(len(items), step, cfg.batch_size, seed)
+            idx = torch.tensor(shard(all_idx, ctx), dtype=torch.long)
             ref_batch = ref_all[idx] if ref_all is not None else None
             if ref_live is not None:
                 ref_batch = reference_logps(ref_live, [items[i] for i in idx], pad_id, cfg.micro_batch, cfg.bf16)
-            metrics = _step(model, items, idx, ref_batch, spec, cfg, pad_id)
-            metrics["grad/norm"] = clip_and_check(model, cfg.grad_clip)
-            opt.step()
+            metrics = _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=tr, n_total=len(all_idx))
+            metrics["grad/norm"] = tr.step()
             sched.step()
-            opt.zero_grad(set_to_none=True)
             step += 1
             metrics["lr"] = sched.get_last_lr()[0]
             metrics["time/step_s"] = time.time() - t0
+            metrics = ctx.reduce_metrics(metrics)    # every metric here is a per-item mean: averaged over ranks
             if evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                score = float(evaluate(model))
+                score = ctx.broadcast_object(float(evaluate(model)))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
             logger.log(step, metrics)
@@ -472,5 +483,6 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
         logger.close()
     summary = {"steps": step, "items": len(items), "loss": cfg.loss, "evals": evals,
                "final_pass@1": evals[-1][1] if evals else None, "wall_s": time.time() - t_start}
-    atomic_write_json(out_dir / f"{name}_summary.json", summary)
+    if ctx.is_main:
+        atomic_write_json(out_dir / f"{name}_summary.json", summary)
     return summary

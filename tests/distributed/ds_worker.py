@@ -90,6 +90,25 @@ def run_grpo_update(out: Path, ds: str | None) -> None:
     _write(out, "grpo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"]})
 
 
+def run_dpo(out: Path, ds: str | None) -> None:
+    """One DPO step over 6 fixed pairs (3 per rank, micro-batch 2: uneven micro-batch sizes), reference cached."""
+    from rlvr.distributed import DistributedConfig, context
+    from rlvr.trainers.checkpoint import seed_everything
+    from rlvr.trainers.common import load_model_and_tokenizer
+    from rlvr.trainers.dpo import DPOConfig, PrefItem, train_dpo
+    from rlvr.trainers.logger import read_jsonl
+
+    seed_everything(0)
+    model, tok = load_model_and_tokenizer("tiny")
+    g = torch.Generator().manual_seed(3)
+    ids = lambda n: tuple(torch.randint(4, 70, (n,), generator=g).tolist())
+    items = [PrefItem(ids(3 + k % 2), ids(2 + k % 3), ids(4 - k % 2)) for k in range(6)]
+    cfg = DPOConfig(steps=1, batch_size=6, micro_batch=2, lr=1e-2, bf16=False, eval_every=0, checkpoint_every=0)
+    train_dpo(model, tok, items, cfg, out_dir=out / "dpo", log_fn=lambda s: None, dist=DistributedConfig(deepspeed=ds))
+    rows = read_jsonl(out / "dpo" / "dpo_metrics.jsonl") if context().is_main else []
+    _write(out, "dpo", model, {k: [r[k] for r in rows] for k in ("loss/total", "grad/norm")})
+
+
 def _write(out: Path, name: str, model, metrics: dict) -> None:
     from rlvr.distributed import context, merged_state_dict
     from safetensors.torch import save_file
@@ -100,7 +119,7 @@ def _write(out: Path, name: str, model, metrics: dict) -> None:
         (out / f"{name}_metrics.json").write_text(json.dumps(metrics))
 
 
-SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update}
+SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update, "dpo": run_dpo}
 
 
 if __name__ == "__main__":
