@@ -9,6 +9,7 @@
     preference    dpo, ipo, simpo, orpo, kto (per-example losses [B])
     reward_model  bradley_terry_loss, pairs_from_ranking, reward_centering
     gae           gae_advantages, whiten
+    process       process_advantages (dense per-step PRM rewards -> per-token advantages, DeepSeekMath)
     credit        outcome / per_turn returns for multi-turn dialogues, turn_advantages, token_advantages
 """
 from rlvr.algos.advantages import (
@@ -32,6 +33,7 @@ from rlvr.algos.kl import (
 )
 from rlvr.algos.logits import entropy_from_logits, logprobs_from_logits
 from rlvr.algos.policy_loss import clipped_policy_loss, tis_weights
+from rlvr.algos.process import process_advantages
 from rlvr.algos.preference import (
     dpo_loss,
     implicit_rewards,
@@ -62,6 +64,7 @@ __all__ = [
     "register_policy_loss", "get_policy_loss", "list_policy_losses", "register_kl", "get_kl", "list_kl",
     # advantages
     "group_stats", "grpo_advantages", "dr_grpo_advantages", "rloo_advantages", "reinforce_pp_advantages",
+    "process_advantages",
     # policy loss and aggregation
     "clipped_policy_loss", "tis_weights", "AGG_MODES", "aggregate_loss", "masked_mean", "masked_sum",
     # KL

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
+from pydantic import model_validator
 
 from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
 from rlvr.config import Config
@@ -30,6 +31,7 @@ from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
                                   check_finite, completion_logprobs, micro_batches, pack)
 from rlvr.trainers.logger import rank_logger
+from rlvr.trainers.process_rewards import ProcessRewardConfig
 
 
 class GRPOConfig(Config):
@@ -106,6 +108,14 @@ class GRPOConfig(Config):
     env: MultiTurnConfig | None = None
     """multi-turn rollouts with an environment, e.g. {name: arithmetic_retry, max_turns: 3, credit: outcome}
     (docs/multiturn.md); None: single-turn"""
+    process_reward: ProcessRewardConfig | None = None
+    """dense per-step rewards from a PRM verifier of the task (rlvr.trainers.process_rewards); None: outcome only"""
+
+    @model_validator(mode="after")
+    def _one_credit_scheme(self) -> "GRPOConfig":
+        if self.env is not None and self.process_reward is not None:
+            raise ValueError("process_reward and env (multi-turn credit) cannot be combined")
+        return self
 
 
 def soft_overlong_penalty(length: int, max_len: int, buffer: int) -> float:
@@ -148,6 +158,8 @@ class Batch:
     # Multi-turn: `fn(rewards [B], group_ids [B], **options) -> (advantages [B, C], metrics)` used in place of the
     # outcome estimator (per-token credit, rlvr.trainers.grpo_multiturn). None: cfg.advantage.
     advantages: Callable | None = None
+    # Dense process rewards: (step values [B, C], step-end mask [B, C]) when cfg.process_reward is set.
+    process: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig, tokenizer,
@@ -209,7 +221,13 @@ def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig,
     for i, r in enumerate(rollouts):
         if r.logprobs is not None:
             sampler_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs[:C])
-    return Batch(packed, rewards, group_ids, sampler_logp, metrics)
+    batch = Batch(packed, rewards, group_ids, sampler_logp, metrics)
+    if cfg.process_reward is not None:   # dense PRM step rewards (GRPO: process advantages; PPO: token rewards)
+        from rlvr.trainers.process_rewards import grpo_process_advantages, step_rewards
+        batch.process = step_rewards(task, tokenizer, rollouts, scores, cfg.process_reward, C)
+        batch.advantages = grpo_process_advantages(*batch.process, cfg.process_reward,
+                                                   get_advantage(cfg.advantage), cfg.advantage_options)
+    return batch
 
 
 def _rollout_metrics(scores, task, cfg: GRPOConfig) -> dict[str, float]:

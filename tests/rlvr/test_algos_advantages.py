@@ -151,3 +151,22 @@ def test_registry_miss_lists_names_and_duplicate_raises():
     assert "'gpro'" in msg and all(n in msg for n in ("grpo", "dr_grpo", "rloo", "reinforce_pp"))
     with pytest.raises(ValueError, match="already registered"):
         register_advantage("grpo")(lambda r, g: (r, {}))
+
+
+def test_process_advantages_hand_computed():
+    """DeepSeekMath process supervision: z-score every step reward of a group, then suffix-sum per token."""
+    from rlvr.algos import process_advantages
+
+    # group 0: seq 0 has steps ending at t=1 (r=1.0) and t=3 (r=0.0); seq 1 one step at t=2 (r=0.5).
+    # R_0 = [1, 0, 0.5]: mean 0.5, unbiased std sqrt((0.25 + 0.25 + 0) / 2) = 0.5 -> r~ = [1, -1, 0]
+    # group 1: seq 2 has a single step (std undefined -> 0 advantage everywhere)
+    r = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0], [0.0, 0.9, 0.0, 0.0]])
+    m = torch.tensor([[0, 1, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    adv, metrics = process_advantages(r, m, torch.tensor([0, 0, 1]), eps=0.0)
+    expected = torch.tensor([[0.0, 0.0, -1.0, -1.0],     # t<=1: 1 + (-1); t in 2..3: -1
+                             [0.0, 0.0, 0.0, 0.0],       # its one step normalises to 0
+                             [0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(adv, expected)
+    assert float(metrics["process/steps_per_seq"]) == pytest.approx(4 / 3)
+    with pytest.raises(ValueError):
+        process_advantages(r, m[:, :3], torch.tensor([0, 0, 1]))
