@@ -20,7 +20,6 @@ How this departs from InstructGPT / TRL's PPOTrainer (each a knob or a documente
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +31,15 @@ from pydantic import model_validator
 from rlvr.algos import (AdaptiveKLController, FixedKLController, aggregate_loss, gae_advantages,
                         get_policy_loss, kl_penalty_rewards, masked_mean, whiten)
 from rlvr.config import Config
+from rlvr.distributed import DistributedConfig, context, is_peft, prepare, reference_model, sync_weights
+from rlvr.distributed.trainable import as_trainable
+from rlvr.errors import ConfigError
 from rlvr.models.critic import ActorCritic, build_critic, completion_values
-from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_scheduler, check_finite,
-                                  clip_and_check, completion_logprobs, micro_batches)
+                                  completion_logprobs, micro_batches)
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
-from rlvr.trainers.logger import MetricsLogger
+from rlvr.trainers.logger import rank_logger
 
 __all__ = ["PPOConfig", "clipped_value_loss", "explained_variance", "RolloutData", "prepare_rollout",
            "ppo_update", "make_kl_controller", "train_ppo"]
@@ -228,7 +230,10 @@ def prepare_rollout(ac: ActorCritic, ref_model, packed: PackedBatch, scores: tor
 
 
 def ppo_update(ac: ActorCritic, opt, data: RolloutData, cfg: PPOConfig, gen: torch.Generator) -> dict[str, float]:
-    """Step 5: ppo_epochs passes, each shuffled into `minibatches` optimizer steps with micro-batch accumulation."""
+    """Step 5: ppo_epochs passes, each shuffled into `minibatches` optimizer steps with micro-batch accumulation.
+    Several ranks: every rank holds the same number of rows (no dynamic sampling), so minibatch and micro-batch
+    counts agree; loss normalisers count all ranks' tokens / sequences."""
+    tr, ctx = as_trainable(opt, ac, cfg.grad_clip), context()
     loss_fn = get_policy_loss(cfg.policy_loss)
     pb, B = data.packed, len(data.packed)
     n_updates = cfg.ppo_epochs * cfg.minibatches
@@ -239,7 +244,7 @@ def ppo_update(ac: ActorCritic, opt, data: RolloutData, cfg: PPOConfig, gen: tor
 
     for _ in range(cfg.ppo_epochs):
         for mb in torch.randperm(B, generator=gen).chunk(cfg.minibatches):
-            n_tok = int(pb.completion_mask[mb].sum())
+            n_tok, n_seq = ctx.all_sum(int(pb.completion_mask[mb].sum())), ctx.all_sum(len(mb))
             for s in micro_batches(len(mb), cfg.micro_batch):
                 idx = mb[s]
                 sub = pb.select(idx)
@@ -251,10 +256,10 @@ def ppo_update(ac: ActorCritic, opt, data: RolloutData, cfg: PPOConfig, gen: tor
                                  clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)
                 vl, vm = clipped_value_loss(values, data.values[idx], data.returns[idx], mask, cfg.value_clip)
                 agg = lambda mat: aggregate_loss(mat, mask, cfg.loss_agg, cfg.max_new_tokens,
-                                                 num_tokens_total=n_tok, num_seqs_total=len(mb))
+                                                 num_tokens_total=n_tok, num_seqs_total=n_seq)
                 loss = agg(pl + cfg.vf_coef * vl - cfg.entropy_coef * ent)
                 check_finite(loss, "PPO loss")
-                loss.backward()
+                tr.backward(loss)
                 # aggregate_loss values are this micro-batch's share of the minibatch total: they add up;
                 # per-micro-batch means (clip fractions, ...) are weighted by the micro-batch's size.
                 shares = {"loss/policy": agg(pl.detach()), "loss/value": agg(vl.detach()), "loss/total": loss,
@@ -263,9 +268,7 @@ def ppo_update(ac: ActorCritic, opt, data: RolloutData, cfg: PPOConfig, gen: tor
                     add(k, v, 1.0 / n_updates)
                 for k, v in {**lm, **vm}.items():
                     add(k, v, len(idx) / len(mb) / n_updates)
-            add("grad/norm", clip_and_check(ac, cfg.grad_clip), 1.0 / n_updates)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            add("grad/norm", tr.step(), 1.0 / n_updates)
     return sums
 
 
@@ -281,43 +284,63 @@ def _optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
 
 def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_dir, seed: int = 0,
               evaluate: Callable[[torch.nn.Module], float] | None = None, resume: bool = False,
-              name: str = "ppo", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """The PPO loop (module doc); `model` is the policy, trained in place. Checkpoints hold policy + critic."""
+              name: str = "ppo", log_fn: Callable[[str], None] = print,
+              dist: DistributedConfig | None = None) -> dict[str, Any]:
+    """The PPO loop (module doc); `model` is the policy, trained in place. Checkpoints hold policy + critic.
+
+    Several ranks (`dist.deepspeed`, ZeRO-2): each samples prompts_per_step / world prompts and trains on its
+    rows with globally normalised losses; advantage whitening uses each rank's own statistics, and the adaptive
+    KL controller sees the mean over ranks (so its coefficient stays identical on every rank)."""
     from verifiers.pool import health
 
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.uses_reference else None
+    ctx = context()
+    if is_peft(model):
+        raise ConfigError(f"{name}: LoRA is not supported with PPO yet (the critic copies the policy's trunk); "
+                          "set lora.enabled=false")
+    if cfg.prompts_per_step % ctx.world_size:
+        raise ConfigError(f"{name}.prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of "
+                          f"processes ({ctx.world_size})")
+    ref_model = reference_model(model) if cfg.uses_reference else None
     ac = ActorCritic(model, build_critic(model, cfg.critic, cfg.critic_init))
     opt = _optimizer(ac, cfg)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
+    tr = prepare(ac, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
+    if getattr(tr, "zero_stage", 0) == 3:
+        raise ConfigError(f"{name}: ZeRO-3 needs every rank to run the same forward passes, which per-rank "
+                          "generation does not; use recipes/deepspeed/zero2.json")
     kl_ctl = make_kl_controller(cfg)
-    ckpts = CheckpointManager(out_dir, keep_last=cfg.keep_last)
+    ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, ac, opt, sched)
-        step, cursor, evals = last.state["step"], last.state["cursor"], last.state.get("evals", [])
+        step, evals = last.state["step"], last.state.get("evals", [])
+        cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         kl_ctl.value = last.state["kl_coef"]
         log_fn(f"{name}: resumed from {last.path} (step {step})")
-    engine.update_weights(model)
-    stream, sampling = PromptStream(len(examples), seed, cursor), cfg.sampling()
-    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
+    sync_weights(engine, model)
+    stream = PromptStream(len(examples), seed, cursor, rank=ctx.rank, world=ctx.world_size)
+    sampling = cfg.sampling().model_copy(update={"prompts_per_step": cfg.prompts_per_step // ctx.world_size})
+    logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
                            show_keys=["reward/mean", "kl/coef", "eval/pass@1"])
     t_start = time.time()
     try:
         while step < cfg.steps:
             t0 = time.time()
             ac.eval()
-            batch = collect_batch(engine, task, examples, stream, sampling, tokenizer, seed=seed * 100_000 + step)
+            batch = collect_batch(engine, task, examples, stream, sampling, tokenizer,
+                                  seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
             t1 = time.time()
             metrics = {**batch.metrics, "kl/coef": kl_ctl.value}
             data = prepare_rollout(ac, ref_model, batch.packed, batch.rewards, cfg, kl_ctl.value)
             metrics.update(data.metrics)
             ac.train()
             gen = torch.Generator().manual_seed(seed * 100_003 + step)    # minibatch order: resumable
-            metrics.update(ppo_update(ac, opt, data, cfg, gen))
-            engine.update_weights(model)
+            metrics.update(ppo_update(ac, tr, data, cfg, gen))
+            sync_weights(engine, model)
             sched.step()
-            kl_ctl.update(data.metrics["kl/seq_sum_mean"], n_steps=len(batch.packed))
+            kl_mean = ctx.reduce_metrics({"kl": data.metrics["kl/seq_sum_mean"]})["kl"]
+            kl_ctl.update(kl_mean, n_steps=ctx.all_sum(len(batch.packed)))
             step += 1
             n_tok = int(batch.packed.completion_mask.sum())
             metrics.update({"time/train_s": time.time() - t1, "time/step_s": time.time() - t0,
@@ -325,14 +348,17 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
                             "response/length_mean": n_tok / len(batch.packed)})
             metrics["perf/tokens_per_s"] = n_tok * cfg.ppo_epochs / max(1e-9, metrics["time/train_s"])
             metrics.update({f"verify/{k}": v for k, v in health().items()})
+            metrics = ctx.reduce_metrics(metrics, sum_keys=("loss/policy", "loss/value", "loss/total",
+                                                            "perf/tokens_per_s", "perf/train_tokens"))
             if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                score = float(evaluate(model))
+                score = ctx.broadcast_object(float(evaluate(model)))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
             logger.log(step, metrics)
             if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 ckpts.save(step, ac, opt, sched, state={"cursor": stream.cursor, "evals": evals,
-                                                        "kl_coef": kl_ctl.value})
+                                                        "kl_coef": kl_ctl.value,
+                                                        "cursors": ctx.all_gather_object(stream.cursor)})
     except NonFiniteError as e:
         good = ckpts.latest()
         where = f"last good checkpoint: {good.path}" if good else "no checkpoint was written yet"
@@ -341,5 +367,6 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
         logger.close()
     summary = {"steps": step, "evals": evals, "final_pass@1": evals[-1][1] if evals else None,
                "kl_coef": kl_ctl.value, "wall_s": time.time() - t_start}
-    atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
+    if ctx.is_main:
+        atomic_write_json(Path(out_dir) / f"{name}_summary.json", summary)
     return summary

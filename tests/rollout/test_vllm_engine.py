@@ -158,3 +158,23 @@ def test_grpo_steps_through_the_vllm_engine(tiny_engine, tiny_model, tmp_path):
     from rlvr.trainers.logger import read_jsonl
     rows = read_jsonl(tmp_path / "grpo_metrics.jsonl")
     assert len(rows) == 2 and all(0.0 <= row["tis/capped_frac"] <= 0.01 for row in rows)
+
+
+def test_ppo_and_online_dpo_steps_through_the_vllm_engine(tiny_engine, tiny_model, tmp_path):
+    """The other on-policy trainers sample through the same engine and keep it synced after every update."""
+    from rlvr.trainers.online_dpo import OnlineDPOConfig, train_online_dpo
+    from rlvr.trainers.ppo import PPOConfig, train_ppo
+    from tasks.registry import get_task
+
+    task = get_task("arithmetic", digits=1, ops="+", n_test=5, n_train=20, answer_format="plain")
+    tok = tiny_engine.tokenizer
+    ppo = PPOConfig(steps=2, prompts_per_step=4, samples_per_prompt=2, max_new_tokens=6, lr=1e-3, micro_batch=8,
+                    bf16=False, eval_every=0, checkpoint_every=0)
+    assert train_ppo(tiny_model, tok, tiny_engine, task, task.load("train"), ppo, out_dir=tmp_path / "ppo",
+                     log_fn=lambda _: None)["steps"] == 2
+    assert logprob_parity(tiny_engine, tiny_model, PROMPTS, max_new_tokens=8)["mean_abs_diff"] <= 1e-3
+    dpo = OnlineDPOConfig(rounds=1, prompts_per_round=4, samples_per_prompt=4, max_new_tokens=6,
+                          dpo={"steps": 2, "batch_size": 2, "lr": 1e-3, "bf16": False})
+    train_online_dpo(tiny_model, tok, tiny_engine, task, task.load("train"), dpo, out_dir=tmp_path / "dpo",
+                     log_fn=lambda _: None)
+    assert logprob_parity(tiny_engine, tiny_model, PROMPTS, max_new_tokens=8)["mean_abs_diff"] <= 1e-3
