@@ -174,7 +174,7 @@ def _run_ppo(r: Runner, model, tok, cfg, name: str) -> dict:
     from rlvr.trainers.ppo import train_ppo
     return train_ppo(model, tok, r.engine(model, tok), r.task, r.rl_examples, cfg, out_dir=r.stage_dir(name),
                      seed=r.recipe.seed, evaluate=lambda m: r.greedy(m, tok), resume=r.resume, name=name,
-                     log_fn=r.log)
+                     log_fn=r.log, dist=r.recipe.distributed)
 
 
 def _run_dpo(r: Runner, model, tok, cfg, name: str) -> dict:
@@ -182,7 +182,7 @@ def _run_dpo(r: Runner, model, tok, cfg, name: str) -> dict:
     from rlvr.trainers import dpo, online_dpo
 
     common = dict(out_dir=r.stage_dir(name), seed=r.recipe.seed, evaluate=lambda m: r.greedy(m, tok),
-                  resume=r.resume, name=name, log_fn=r.log)
+                  resume=r.resume, name=name, log_fn=r.log, dist=r.recipe.distributed)
     if cfg.data is None:
         return online_dpo.train_online_dpo(model, tok, r.engine(model, tok), r.task, r.rl_examples, cfg, **common)
     paired = dpo.get_preference_loss(cfg.dpo.loss).paired

@@ -128,7 +128,8 @@ class CheckpointManager:
             optimizer.load_state_dict(torch.load(ckpt.path / "optimizer.pt", weights_only=False))
         if scheduler is not None and (ckpt.path / "scheduler.pt").exists():
             scheduler.load_state_dict(torch.load(ckpt.path / "scheduler.pt", weights_only=False))
-        set_rng_state(torch.load(ckpt.path / "rng.pt", weights_only=False))
+        if (ckpt.path / "rng.pt").exists():   # a DeepSpeed checkpoint keeps one rng-<rank>.pt per rank instead
+            set_rng_state(torch.load(ckpt.path / "rng.pt", weights_only=False))
 
     def _prune(self) -> None:
         for old in self.list()[:-self.keep_last]:

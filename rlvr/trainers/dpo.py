@@ -27,6 +27,7 @@ Pairs can feed KTO (chosen -> desirable, rejected -> undesirable); unpaired data
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import tempfile
@@ -42,7 +43,7 @@ from rlvr.algos import (dpo_loss, implicit_rewards, ipo_loss, kto_loss, kto_refe
                         simpo_loss)
 from rlvr.algos.registry import Registry
 from rlvr.config import Config
-from rlvr.distributed import DistributedConfig, context, prepare, reference_model, shard
+from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError, DataError
 from rlvr.trainers.checkpoint import atomic_write_json
@@ -413,13 +414,16 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
 def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: DPOConfig, out_dir: Path,
                log_fn) -> tuple[torch.Tensor | None, torch.nn.Module | None]:
     """(reference log-probs [N, 2] computed now, or None; a frozen reference model to score batches, or None).
-    The reference is `ref_model`, else a frozen copy of `model` as it is now."""
+    The reference is `ref_model`, else `model` as it is now: scored right away when precomputing (no copy),
+    else a frozen copy."""
     if not spec.needs_reference:
         return None, None
-    ref = (ref_model if ref_model is not None else reference_model(model)).eval().requires_grad_(False)
+    cache = out_dir / cfg.ref_cache if cfg.ref_cache else None
+    if ref_model is None and cfg.precompute_ref:   # scored now, before any update: the model itself, no copy
+        return cached_reference_logps(model, items, pad_id, cfg, cache, log_fn), None
+    ref = (ref_model if ref_model is not None else copy.deepcopy(model)).eval().requires_grad_(False)
     if not cfg.precompute_ref:
         return None, ref
-    cache = out_dir / cfg.ref_cache if cfg.ref_cache else None
     return cached_reference_logps(ref, items, pad_id, cfg, cache, log_fn), None
 
 
@@ -429,8 +433,8 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
               name: str = "dpo", log_fn: Callable[[str], None] = print,
               dist: DistributedConfig | None = None) -> dict[str, Any]:
     """Train `model` on `items` with `cfg.loss`. The reference is `ref_model`, else `model` as passed in
-    (before any checkpoint is restored), so a resumed run uses the same reference as the original one
-    (LoRA: the same model with adapters off). Several ranks: each trains on its strided share of every batch."""
+    (before any checkpoint is restored), so a resumed run uses the same reference as the original one.
+    Several ranks: each trains on its strided share of every batch."""
     if not items:
         raise DataError(f"{name}: no preference items to train on")
     spec = get_preference_loss(cfg.loss)

@@ -17,7 +17,6 @@ continues from its latest checkpoint.
 """
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 import time
@@ -30,11 +29,12 @@ from pydantic import model_validator
 
 from rlvr.algos.registry import Registry
 from rlvr.config import Config
+from rlvr.distributed import DistributedConfig, context, reference_model
 from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
 from rlvr.trainers.dpo import DPOConfig, PrefItem, train_dpo
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
-from rlvr.trainers.logger import MetricsLogger
+from rlvr.trainers.logger import rank_logger
 
 __all__ = ["OnlineDPOConfig", "PairContext", "register_pair_builder", "get_pair_builder", "verifier_pairs",
            "spin_pairs", "train_online_dpo"]
@@ -171,10 +171,15 @@ def _load_items(path: Path) -> tuple[list[PrefItem], dict[str, float]]:
 
 def train_online_dpo(model, tokenizer, engine, task, examples, cfg: OnlineDPOConfig, *, out_dir, seed: int = 0,
                      evaluate: Callable[[torch.nn.Module], float] | None = None, resume: bool = False,
-                     name: str = "online_dpo", log_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """Rounds of sample → pair → DPO (module doc). `model` is trained in place; one metrics row per round."""
+                     name: str = "online_dpo", log_fn: Callable[[str], None] = print,
+                     dist: DistributedConfig | None = None) -> dict[str, Any]:
+    """Rounds of sample → pair → DPO (module doc). `model` is trained in place; one metrics row per round.
+
+    Several ranks: every rank samples the same pairs (same seeds, same weights: duplicated generation, no
+    communication) and `train_dpo` trains each rank on its share of them; rank 0 writes the files."""
     out_dir = Path(out_dir)
-    fixed_ref = None if cfg.refresh_reference else copy.deepcopy(model).eval().requires_grad_(False)
+    main = context().is_main
+    fixed_ref = None if cfg.refresh_reference else reference_model(model)   # LoRA: adapters off, no copy
     ctx = PairContext(engine, task, tokenizer, examples, cfg)
     build = get_pair_builder(cfg.pairs)
     first = 0
@@ -185,7 +190,7 @@ def train_online_dpo(model, tokenizer, engine, task, examples, cfg: OnlineDPOCon
         if last is not None:
             CheckpointManager(out_dir / f"round-{first - 1:02d}").restore(last, model)
         log_fn(f"{name}: rounds 0..{first - 1} already complete, continuing")
-    logger = MetricsLogger(out_dir, name=name, total_steps=cfg.rounds, resume_step=first if resume else None,
+    logger = rank_logger(out_dir, name=name, total_steps=cfg.rounds, resume_step=first if resume else None,
                            show_keys=["pairs/kept", "eval/pass@1"])
     t_start = time.time()
     try:
@@ -199,10 +204,11 @@ def train_online_dpo(model, tokenizer, engine, task, examples, cfg: OnlineDPOCon
                 engine.update_weights(model)
                 model.eval()
                 items, metrics = build(ctx, r, seed)
-                _save_items(rdir / "pairs.pt", items, metrics)
+                if main:
+                    _save_items(rdir / "pairs.pt", items, metrics)
             if items:
                 s = train_dpo(model, tokenizer, items, cfg.dpo, out_dir=rdir, seed=seed * 1000 + r,
-                              ref_model=fixed_ref, resume=resume, name="dpo", log_fn=log_fn)
+                              ref_model=fixed_ref, resume=resume, name="dpo", log_fn=log_fn, dist=dist)
                 metrics.update(_last_row(rdir / "dpo_metrics.jsonl"))
                 metrics["dpo/steps"] = s["steps"]
             else:
@@ -212,13 +218,16 @@ def train_online_dpo(model, tokenizer, engine, task, examples, cfg: OnlineDPOCon
                 metrics["eval/pass@1"] = float(evaluate(model))
             metrics["time/round_s"] = time.time() - t0
             logger.log(r + 1, metrics)
-            atomic_write_json(rdir / "DONE.json", metrics)
+            if main:
+                atomic_write_json(rdir / "DONE.json", metrics)
+            context().barrier()
     finally:
         logger.close()
     evals = [(row["step"], row["eval/pass@1"]) for row in logger.rows if "eval/pass@1" in row]
     summary = {"steps": cfg.rounds, "rounds": len(logger.rows), "evals": evals,
                "final_pass@1": evals[-1][1] if evals else None, "wall_s": time.time() - t_start}
-    atomic_write_json(out_dir / f"{name}_summary.json", summary)
+    if main:
+        atomic_write_json(out_dir / f"{name}_summary.json", summary)
     return summary
 
 

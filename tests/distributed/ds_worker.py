@@ -90,6 +90,29 @@ def run_grpo_update(out: Path, ds: str | None) -> None:
     _write(out, "grpo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"]})
 
 
+def run_ppo_update(out: Path, ds: str | None) -> None:
+    """One PPO update (2 epochs, one minibatch, no whitening: per-rank whitening statistics would differ) of policy
+    + separate critic on the fixed GRPO groups, split rank::2 as in run_grpo_update."""
+    from rlvr.distributed import DistributedConfig, context, prepare, shard
+    from rlvr.models.critic import ActorCritic, build_critic
+    from rlvr.trainers.checkpoint import seed_everything
+    from rlvr.trainers.common import load_model_and_tokenizer
+    from rlvr.trainers.ppo import PPOConfig, _optimizer, ppo_update, prepare_rollout
+
+    seed_everything(0)
+    model, tok = load_model_and_tokenizer("tiny")
+    cfg = PPOConfig(lr=1e-2, critic_lr=1e-2, ppo_epochs=2, minibatches=1, micro_batch=3, whiten_advantages=False,
+                    bf16=False, max_new_tokens=8, kl_coef=0.0)
+    ac = ActorCritic(model, build_critic(model, cfg.critic))
+    tr = prepare(ac, _optimizer(ac, cfg), DistributedConfig(deepspeed=ds), grad_clip=cfg.grad_clip)
+    batch = grpo_batch(shard(fixed_grpo_groups(), context()), tok.pad_token_id)
+    data = prepare_rollout(ac, None, batch.packed, batch.rewards, cfg, 0.0)
+    ac.train()
+    m = context().reduce_metrics(ppo_update(ac, tr, data, cfg, torch.Generator().manual_seed(0)),
+                                 sum_keys=("loss/total",))
+    _write(out, "ppo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"]})
+
+
 def run_dpo(out: Path, ds: str | None) -> None:
     """One DPO step over 6 fixed pairs (3 per rank, micro-batch 2: uneven micro-batch sizes), reference cached."""
     from rlvr.distributed import DistributedConfig, context
@@ -119,7 +142,8 @@ def _write(out: Path, name: str, model, metrics: dict) -> None:
         (out / f"{name}_metrics.json").write_text(json.dumps(metrics))
 
 
-SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update, "dpo": run_dpo}
+SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update, "dpo": run_dpo,
+             "ppo_update": run_ppo_update}
 
 
 if __name__ == "__main__":

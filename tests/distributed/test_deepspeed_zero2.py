@@ -1,7 +1,8 @@
 """DeepSpeed ZeRO-2 on 2 CPU processes (gloo) reproduces the single-process run on the tiny model.
 
 One `DS_ACCELERATOR=cpu deepspeed --num_gpus 2` launch runs the scenarios of `ds_worker.py` (SFT one step, SFT
-resume, one GRPO policy_update with mu=2 and a KL reference, one DPO step); the same scenarios run here in-process with plain
+resume, one GRPO policy_update with mu=2 and a KL reference, one DPO step, one PPO update
+of policy + critic); the same scenarios run here in-process with plain
 PyTorch. Ranks get uneven token counts and micro-batch counts, so the global-count normalisation and the
 equal-backward-count rule are both exercised. Adam's first step is ~lr·sign(g), so parameters alone would not
 notice a wrong gradient scale: the gradient norms are compared too.
@@ -60,9 +61,9 @@ def runs(tmp_path_factory):
     pytest.importorskip("deepspeed", reason="deepspeed is not installed")
     worker = _worker()
     root = tmp_path_factory.mktemp("zero2")
-    for name in ("sft", "grpo_update", "dpo"):
+    for name in ("sft", "grpo_update", "dpo", "ppo_update"):
         worker.SCENARIOS[name](root / "single", None)
-    launch("sft,sft_resume,grpo_update,dpo", root / "ds", ZERO2)
+    launch("sft,sft_resume,grpo_update,dpo,ppo_update", root / "ds", ZERO2)
     return root
 
 
@@ -142,3 +143,12 @@ def test_dpo_step_matches_single_process(runs):
     assert b["grad/norm"][0] == pytest.approx(a["grad/norm"][0], rel=1e-4)
     _assert_same_update(_params(runs / "single" / "dpo_params.safetensors"),
                         _params(runs / "ds" / "dpo_params.safetensors"), _initial(), lr_steps=1e-2)
+
+
+def test_ppo_update_matches_single_process(runs):
+    a = _metrics(runs / "single" / "ppo_update_metrics.json")
+    b = _metrics(runs / "ds" / "ppo_update_metrics.json")
+    assert b["loss/total"] == pytest.approx(a["loss/total"], rel=1e-4)
+    assert b["grad/norm"] == pytest.approx(a["grad/norm"], rel=1e-4)
+    _assert_same_update(_params(runs / "single" / "ppo_update_params.safetensors"),
+                        _params(runs / "ds" / "ppo_update_params.safetensors"), _initial(), lr_steps=2e-2)
