@@ -5,7 +5,7 @@
     policy_loss   ppo_clip (clip-higher, dual clip), tis_weights      [B, T] -> loss_mat [B, T]
     aggregation   aggregate_loss + AGG_MODES: the one owner of [B, T] -> scalar reduction
     kl            k1, k2, k3, kl_penalty_rewards, Adaptive/FixedKLController
-    logits        logprobs_from_logits, entropy_from_logits
+    logits        logprobs_from_logits, entropy_from_logits, token_logprobs (chunked fast path)
     preference    dpo, ipo, simpo, orpo, kto (per-example losses [B])
     reward_model  bradley_terry_loss, pairs_from_ranking, reward_centering
     gae           gae_advantages, whiten
@@ -31,7 +31,7 @@ from rlvr.algos.kl import (
     kl_k3,
     kl_penalty_rewards,
 )
-from rlvr.algos.logits import entropy_from_logits, logprobs_from_logits
+from rlvr.algos.logits import entropy_from_logits, logprobs_from_logits, token_logprobs
 from rlvr.algos.policy_loss import clipped_policy_loss, tis_weights
 from rlvr.algos.process import process_advantages
 from rlvr.algos.preference import (
@@ -70,7 +70,7 @@ __all__ = [
     # KL
     "kl_k1", "kl_k2", "kl_k3", "kl_penalty_rewards", "AdaptiveKLController", "FixedKLController",
     # logits
-    "logprobs_from_logits", "entropy_from_logits",
+    "logprobs_from_logits", "entropy_from_logits", "token_logprobs",
     # preference and reward model
     "dpo_loss", "implicit_rewards", "ipo_loss", "simpo_loss", "orpo_loss", "log_odds", "kto_loss",
     "kto_reference_point", "bradley_terry_loss", "pairs_from_ranking", "reward_centering",

@@ -132,7 +132,7 @@ def completion_logprobs(model: torch.nn.Module, batch: PackedBatch, *, temperatu
     Returns logp [B, C] (0 where completion_mask is False) and, optionally, the per-token entropy [B, C].
     Logits are divided by T so the log-probs are those of the distribution that was sampled from.
     """
-    from rlvr.algos import entropy_from_logits, logprobs_from_logits
+    from rlvr.algos import token_logprobs
 
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
     seen = batch.completion_mask if batch.completion_attention is None else batch.completion_attention
@@ -142,11 +142,15 @@ def completion_logprobs(model: torch.nn.Module, batch: PackedBatch, *, temperatu
     C = batch.completion_ids.shape[1]
     out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=C + 1,
                 use_cache=False)
-    logits = out.logits[:, :-1, :].float()  # [B, C, V]: position t predicts completion token t
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = logprobs_from_logits(logits, batch.completion_ids)
-    ent = entropy_from_logits(logits) if with_entropy else None
+    # logits [B, C+1, V] (bf16 under autocast): position t predicts completion token t; the last position
+    # predicts nothing (token 0 stands in, its log-prob is dropped). token_logprobs works on float32 copies of
+    # a few rows at a time instead of a [B, C, V] float32 log-softmax.
+    B, V = out.logits.shape[0], out.logits.shape[-1]
+    tokens = torch.nn.functional.pad(batch.completion_ids, (0, 1))
+    logp, ent = token_logprobs(out.logits.reshape(B * (C + 1), V), tokens.reshape(-1), temperature=temperature,
+                               with_entropy=with_entropy)
+    logp = logp.view(B, C + 1)[:, :C]
+    ent = ent.view(B, C + 1)[:, :C] if ent is not None else None
     mask = batch.completion_mask
     logp = logp.masked_fill(~mask, 0.0)
     if ent is not None:
