@@ -91,12 +91,20 @@ class DeepSpeedTrainable(Trainable):
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.module = self.engine.module
         self.zero_stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
+        self._backwards = 0
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self.zero_stage == 3 and self._backwards:
+            # Measured with DeepSpeed 0.19 (tests/distributed): under ZeRO-3 with caller-owned accumulation only the
+            # last backward's gradients reach the step. Refuse rather than train on part of the batch.
+            raise ConfigError("ZeRO-3 supports one backward pass per optimizer step per rank here: raise the "
+                              "micro-batch size (sft: grad_accum=1; dpo: micro_batch >= batch_size / processes)")
+        self._backwards += 1
         # DeepSpeed divides the summed gradients by world_size; the loss is already a share of the global mean.
         self.engine.backward(loss * self.ctx.world_size)
 
     def step(self) -> float:
+        self._backwards = 0
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         norm = float(norm) if norm is not None else 0.0

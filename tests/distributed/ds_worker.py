@@ -22,7 +22,8 @@ def sft_examples():
     return [SFTExample(f"{a}+{b}=", str(a + b)) for a in range(4) for b in range(5)]
 
 
-def run_sft(out: Path, ds: str | None, *, steps: int = 1, resume: bool = False, name: str = "sft") -> None:
+def run_sft(out: Path, ds: str | None, *, steps: int = 1, resume: bool = False, name: str = "sft",
+            grad_accum: int = 3) -> None:
     """`steps` SFT steps (uneven token counts per rank; 3 micro-batches per step in 1 process) on the tiny model."""
     from rlvr.distributed import DistributedConfig, context
     from rlvr.trainers.checkpoint import seed_everything
@@ -32,12 +33,18 @@ def run_sft(out: Path, ds: str | None, *, steps: int = 1, resume: bool = False, 
 
     seed_everything(0)
     model, tok = load_model_and_tokenizer("tiny")
-    cfg = SFTConfig(max_steps=steps, batch_size=10, grad_accum=3, lr=1e-2, bf16=False, eval_every=0,
+    cfg = SFTConfig(max_steps=steps, batch_size=10, grad_accum=grad_accum, lr=1e-2, bf16=False, eval_every=0,
                     checkpoint_every=1, keep_last=3)
     train_sft(model, tok, sft_examples(), cfg, out_dir=out / name, seed=0, resume=resume, log_fn=lambda s: None,
               dist=DistributedConfig(deepspeed=ds))
     rows = read_jsonl(out / name / "sft_metrics.jsonl") if context().is_main else []
     _write(out, name, model, {k: [r[k] for r in rows] for k in ("loss/sft", "grad/norm")})
+
+
+def run_sft_zero3(out: Path, ds: str | None) -> None:
+    """The SFT step under ZeRO-3 (parameters partitioned too) when launched, one backward per rank per step (the
+    ZeRO-3 limit, see rlvr/distributed/trainable.py); plain PyTorch in one process."""
+    run_sft(out, str(REPO / "recipes" / "deepspeed" / "zero3.json") if ds else None, name="sft_zero3", grad_accum=1)
 
 
 def run_sft_resume(out: Path, ds: str | None) -> None:
@@ -142,7 +149,7 @@ def _write(out: Path, name: str, model, metrics: dict) -> None:
         (out / f"{name}_metrics.json").write_text(json.dumps(metrics))
 
 
-SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update, "dpo": run_dpo,
+SCENARIOS = {"sft": run_sft, "sft_zero3": run_sft_zero3, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update, "dpo": run_dpo,
              "ppo_update": run_ppo_update}
 
 
