@@ -40,6 +40,7 @@ from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_s
                                   completion_logprobs, micro_batches)
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
 from rlvr.trainers.logger import rank_logger
+from rlvr.trainers.process_rewards import ProcessRewardConfig
 
 __all__ = ["PPOConfig", "clipped_value_loss", "explained_variance", "RolloutData", "prepare_rollout",
            "ppo_update", "make_kl_controller", "train_ppo"]
@@ -68,6 +69,8 @@ class PPOConfig(Config):
     """soft-penalty band in tokens"""
     verify_timeout: float = 5.0
     """per-call verifier deadline (seconds)"""
+    process_reward: ProcessRewardConfig | None = None
+    """dense per-step PRM rewards added to the token rewards (rlvr.trainers.process_rewards); None: outcome only"""
     lr: float = 1e-6
     """policy peak learning rate (AdamW)"""
     critic_lr: float = 1e-5
@@ -151,7 +154,7 @@ class PPOConfig(Config):
     def sampling(self) -> GRPOConfig:
         """The rollout fields in the form `collect_batch` reads (no dynamic sampling: PPO keeps every sample)."""
         keep = ("prompts_per_step", "temperature", "top_p", "max_new_tokens", "min_new_tokens", "overlong",
-                "overlong_buffer", "verify_timeout")
+                "overlong_buffer", "verify_timeout", "process_reward")
         return GRPOConfig(**{k: getattr(self, k) for k in keep}, group_size=self.samples_per_prompt,
                           dynamic_sampling=False, max_sampling_rounds=1)
 
@@ -205,8 +208,9 @@ class RolloutData:
 
 @torch.no_grad()
 def prepare_rollout(ac: ActorCritic, ref_model, packed: PackedBatch, scores: torch.Tensor, cfg: PPOConfig,
-                    kl_coef: float) -> RolloutData:
-    """Steps 2-4: behaviour log-probs, reference log-probs, values, KL-shaped token rewards, GAE."""
+                    kl_coef: float, dense: torch.Tensor | None = None) -> RolloutData:
+    """Steps 2-4: behaviour log-probs, reference log-probs, values, KL-shaped token rewards, GAE.
+    `dense` [B, C]: per-token process rewards (PRM step scores on step-end tokens), added × process_reward.weight."""
     mask = packed.completion_mask
     old, ref, vals = [], [], []
     for s in micro_batches(len(packed), cfg.micro_batch):
@@ -219,6 +223,9 @@ def prepare_rollout(ac: ActorCritic, ref_model, packed: PackedBatch, scores: tor
     old_logp, values = torch.cat(old), torch.cat(vals)
     ref_logp = torch.cat(ref) if ref else old_logp          # no reference: KL term is exactly 0
     rewards, m = kl_penalty_rewards(scores, old_logp, ref_logp, mask, kl_coef, cfg.kl_estimator)
+    if dense is not None and cfg.process_reward is not None:
+        rewards = rewards + cfg.process_reward.weight * dense * mask
+        m["reward/process_sum_mean"] = (dense * mask).sum(-1).mean()
     adv, returns = gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)
     metrics = {k: float(v) for k, v in m.items()}
     metrics.update({"adv/mean": float(masked_mean(adv, mask)), "returns/mean": float(masked_mean(returns, mask)),
@@ -332,7 +339,8 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
                                   seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
             t1 = time.time()
             metrics = {**batch.metrics, "kl/coef": kl_ctl.value}
-            data = prepare_rollout(ac, ref_model, batch.packed, batch.rewards, cfg, kl_ctl.value)
+            data = prepare_rollout(ac, ref_model, batch.packed, batch.rewards, cfg, kl_ctl.value,
+                                   dense=batch.process[0] if batch.process is not None else None)
             metrics.update(data.metrics)
             ac.train()
             gen = torch.Generator().manual_seed(seed * 100_003 + step)    # minibatch order: resumable
