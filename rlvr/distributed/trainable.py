@@ -95,8 +95,8 @@ class DeepSpeedTrainable(Trainable):
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.zero_stage == 3 and self._backwards:
-            # Measured with DeepSpeed 0.19 (tests/distributed): under ZeRO-3 with caller-owned accumulation only the
-            # last backward's gradients reach the step. Refuse rather than train on part of the batch.
+            # Measured with DeepSpeed 0.19 (tests/distributed): under ZeRO-3 with caller-owned accumulation the earlier
+            # backward passes' gradients did not reach the step. Refuse rather than train on part of the batch.
             raise ConfigError("ZeRO-3 supports one backward pass per optimizer step per rank here: raise the "
                               "micro-batch size (sft: grad_accum=1; dpo: micro_batch >= batch_size / processes)")
         self._backwards += 1
