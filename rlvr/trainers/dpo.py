@@ -224,6 +224,7 @@ class SeqStats:
     avg_logps: torch.Tensor           # logps / number of completion tokens
     ref_logps: torch.Tensor | None    # summed log-probs under the reference (None for reference-free losses)
     desirable: torch.Tensor           # [B] bool, KTO labels
+    z0: torch.Tensor | None = None    # KTO reference point of the whole optimizer step (all micro-batches, ranks)
 
 
 def _rows(items: Sequence[PrefItem], pad_id: int):
@@ -364,7 +365,7 @@ def _orpo(s: SeqStats, cfg: DPOConfig):
 
 @register_preference_loss("kto", needs_reference=True, paired=False)
 def _kto(s: SeqStats, cfg: DPOConfig):
-    z0 = kto_reference_point(s.logps[:, 1], s.ref_logps[:, 1])
+    z0 = s.z0 if s.z0 is not None else kto_reference_point(s.logps[:, 1], s.ref_logps[:, 1])
     loss = kto_loss(s.logps[:, 0], s.ref_logps[:, 0], s.desirable, z0, cfg.beta,
                     cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
     r = implicit_rewards(s.logps[:, 0], s.ref_logps[:, 0], cfg.beta)
@@ -383,6 +384,7 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
     tr, ctx = as_trainable(tr, model, cfg.grad_clip), context()
     n_total = n_total or len(idx)
     sums: dict[str, float] = {}
+    z0 = _step_reference_point(model, items, idx, ref_batch, cfg, pad_id) if spec.fn is _kto else None
     for s in ctx.micro_batches(len(idx), cfg.micro_batch):
         if s.start == s.stop:
             tr.backward_nothing()
@@ -392,7 +394,7 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
         logps, avg = sequence_logps(model, [items[i] for i in sub], pad_id, cfg.bf16)
         ref = ref_batch[s] if ref_batch is not None else None
         desirable = torch.tensor([items[i].desirable for i in sub])
-        loss_vec, m = spec.fn(SeqStats(logps, avg, ref, desirable), cfg)
+        loss_vec, m = spec.fn(SeqStats(logps, avg, ref, desirable, z0), cfg)
         if cfg.rpo_alpha:
             nll = -avg[:, 0] * desirable                              # first row, where it is a good completion
             loss_vec = loss_vec + cfg.rpo_alpha * nll
@@ -409,6 +411,21 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
             if v == v:        # NaN = "no such items in this micro-batch" (KTO): skip, do not poison the mean
                 sums[k] = sums.get(k, 0.0) + v * frac
     return sums
+
+
+@torch.no_grad()
+def _step_reference_point(model, items, idx, ref_batch, cfg, pad_id) -> torch.Tensor:
+    """KTO's z0 over the whole optimizer step, not per micro-batch (KTO estimates it on the batch): the
+    mismatched completions' policy − reference log-prob gap, summed over this rank's items, averaged over all
+    ranks' items, clamped at 0 — `kto_reference_point` on the full step."""
+    ctx = context()
+    gap, n = 0.0, 0
+    for s in micro_batches(len(idx), cfg.micro_batch):
+        logps, _ = sequence_logps(model, [items[i] for i in idx[s]], pad_id, cfg.bf16)
+        ref = ref_batch[s] if ref_batch is not None else logps
+        gap += float((logps[:, 1] - ref[:, 1]).sum())
+        n += logps.shape[0]
+    return torch.tensor(ctx.all_sum(gap) / max(1, ctx.all_sum(n))).clamp(min=0)
 
 
 def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: DPOConfig, out_dir: Path,

@@ -254,3 +254,29 @@ def test_rpo_adds_the_chosen_nll(tiny, tmp_path):
     row = read_jsonl(tmp_path / "dpo_metrics.jsonl")[0]
     assert row["loss/rpo_nll"] == pytest.approx(float(-avg[:, 0].mean()), rel=1e-5)
     assert row["loss/total"] == pytest.approx(float((base - 0.5 * avg[:, 0]).mean()), rel=1e-5)
+
+
+def test_kto_reference_point_is_per_step_not_per_micro_batch(tmp_path, tiny):
+    """KTO's z0 is estimated on the whole batch: the gradient of one step must not depend on how the step is
+    split into micro-batches (a per-micro-batch z0 would change it)."""
+    model0, tok = fresh(tiny)
+    with torch.no_grad():                     # move the policy off the reference so z0 > 0 and varies by item
+        for p in model0.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    recs = [{"prompt": f"{a} + {a} =", "completion": c, "label": lab}
+            for a, c, lab in [(1, "2", True), (2, "5", False), (3, "6", True), (4, "1", False), (5, "10", True),
+                              (6, "13", False)]]
+    items = D.encode_records(D.read_preference_records(write(tmp_path, recs)), tok, 64, paired=False)
+    ref = D.reference_logps(tiny[0], items, tok.pad_token_id, 8, False)
+    spec = D.get_preference_loss("kto")
+    grads = []
+    for micro in (1, 2, 6):
+        import copy
+        model = copy.deepcopy(model0)
+        cfg = D.DPOConfig(loss="kto", micro_batch=micro, bf16=False, beta=0.5)
+        D._step(model, items, list(range(6)), ref, spec, cfg, tok.pad_token_id)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    z0 = D._step_reference_point(model0, items, list(range(6)), ref, cfg, tok.pad_token_id)
+    logps, _ = D.sequence_logps(model0, items, tok.pad_token_id, False)
+    assert float(z0) == pytest.approx(float(kto_reference_point(logps[:, 1], ref[:, 1])), abs=1e-5) and float(z0) > 0
+    assert torch.allclose(grads[0], grads[2], atol=1e-6) and torch.allclose(grads[1], grads[2], atol=1e-6)
