@@ -136,3 +136,22 @@ def test_rlaif_stage_feeds_dpo_and_sft(tmp_path):
     assert len(pairs) == cai["metrics"]["revised"] and all(p["chosen"] != p["rejected"] for p in pairs)
     assert all(0.5 < j["confidence"] <= 1.0 and j["principle"] for j in judged)
     assert rows["dpo"]["metrics"]["pairs"] == len(judged) and rows["sft"]["metrics"]["examples"] == len(pairs)
+
+
+def test_a_failing_stage_is_recorded_and_is_one_error_line(tmp_path, capsys):
+    """A barely-trained policy passes no rejection-sampling check, so the RM stage has no pairs: the CLI prints
+    one error line, summary.json marks the stage failed and the rest pending, and the report is still written."""
+    from rlvr.cli import main
+
+    out = tmp_path / "fail"
+    rc = main(["run", str(HERE / "tiny_run.yaml"), f"output_dir={out}", "stages.cold_start.config.max_steps=1",
+               "stages.reasoning_rl.config.steps=1", "eval.source=null"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("rlvr run: error:") and "no training groups" in err[0]
+    summary = json.loads((out / "summary.json").read_text())
+    status = {s["name"]: s["status"] for s in summary["stages"]}
+    assert summary["status"] == "failed" and status["rejection"] == "complete" and status["rm"] == "failed"
+    assert status["sft_all"] == status["rl_all"] == status["final"] == "pending"
+    assert "failed" in (out / "report.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["rm"]["status"] == "failed" and "no training groups" in manifest["stages"]["rm"]["error"]
