@@ -145,3 +145,9 @@ def test_recipe_sources_resolve(path):
     for name, src in wf.sources.items():
         task = source_task(src)
         assert src.split in task.splits, f"{path.name}: sources.{name}: no split {src.split!r}"
+
+
+def test_gpu_r1_recipe_validates_for_the_other_qwen_size():
+    wf = load_workflow(REPO / "recipes/gpu/r1_qwen25_1.5b_full.yaml", ["model.path=Qwen/Qwen2.5-0.5B",
+                                                                        "name=r1_qwen25_0.5b_full"])
+    assert wf.model.path == "Qwen/Qwen2.5-0.5B" and wf.out_dir == "runs/r1_qwen25_0.5b_full"
