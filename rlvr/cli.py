@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
     # transformers' per-load "Loading weights" / "Writing model shards" bars drown the training progress.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":   # already imported
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -35,8 +35,8 @@ class Manifest:
     """`manifest.json`: run-level facts plus one entry per stage (kind, status, fingerprint, inputs, outputs,
     seed, times). Stage entries are updated in place; the file is always complete JSON (atomic writes)."""
 
-    def __init__(self, path: Path, run: dict[str, Any]):
-        self.path = Path(path)
+    def __init__(self, path: Path, run: dict[str, Any], *, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled     # enabled: this process writes (rank 0)
         old = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data: dict[str, Any] = {**old, **run, "stages": old.get("stages", {})}
         self.data.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -49,5 +49,7 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
+        if not self.enabled:
+            return
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         atomic_write_json(self.path, self.data)

@@ -38,17 +38,40 @@ class StageContext:
         self._engine = self._engine_model = None
 
     # -- models -----------------------------------------------------------------------------------------
+    @property
+    def dist(self):
+        """The run's `distributed:` section, passed to the trainers."""
+        return self.run.wf.distributed
+
     def model_path(self) -> str:
         return self.run.model_path(self.spec.model)
 
-    def load_model(self):
+    def load_model(self, train: bool = False):
+        """The start model; `train`: with fresh LoRA adapters when the stage (or the run) asks for them."""
         from rlvr.trainers.common import load_model_and_tokenizer
-        return load_model_and_tokenizer(self.model_path(), dtype=self.run.wf.model.dtype)
+        model, tok = load_model_and_tokenizer(self.model_path(), dtype=self.run.wf.model.dtype)
+        if train:
+            from rlvr.distributed import apply_lora
+            model = apply_lora(model, self.spec.lora or self.run.wf.lora)
+        return model, tok
 
     def save_model(self, model, tokenizer) -> str:
-        """Save to <stage>/model atomically (temp dir + rename) and return the path."""
-        from rlvr.trainers.reward_model import save_model_dir
-        return str(save_model_dir(model, tokenizer, self.dir / "model"))
+        """Rank 0 saves a plain HF dir (LoRA merged) to <stage>/model atomically (temp dir + rename)."""
+        import os
+        import shutil
+
+        from rlvr.distributed import context, save_model
+        path = self.dir / "model"
+        if context().is_main:
+            tmp = self.dir / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_model(model, tmp, tokenizer=tokenizer)
+            if path.exists():
+                shutil.rmtree(path)
+            os.rename(tmp, path)
+        if get_stage_kind(self.spec.kind).collective:
+            context().barrier()
+        return str(path)
 
     def engine(self, model, tokenizer):
         """One rollout engine per model object, shared by the stage's sampling and evals; closed at stage end."""
@@ -123,7 +146,10 @@ class WorkflowRunner:
         self._tasks: dict[str, Any] = {}
         self._results: dict[str, StageResult] = {}
         self.fingerprints: dict[str, str] = {}
-        self.manifest = Manifest(self.out / "manifest.json", {
+        from rlvr.distributed import context
+        self.dist = context()          # under `deepspeed`: rank 0 writes every run-level file and runs evals
+        self.main = self.dist.is_main
+        self.manifest = Manifest(self.out / "manifest.json", enabled=self.main, run={
             "run": wf.name, "recipe": recipe_path, "recipe_digest": digest(wf.model_dump()), "seed": wf.seed,
             "edges": [[d, s.name] for s in self.order for d in dependencies(wf, s)]})
         if wf.torch_threads:
@@ -170,9 +196,11 @@ class WorkflowRunner:
         data = [{**d.model_dump(), "stage": self.fingerprints.get(d.stage) if d.stage else None,
                  "source": self._source_fp(d.source) if d.source else None} for d in spec.data]
         prompts = [{"weight": r.weight, "source": self._source_fp(r.source)} for r in spec.prompts]
+        lora = (spec.lora or self.wf.lora).model_dump()
         return digest({"kind": spec.kind, "model": model, "data": data, "prompts": prompts, "config": spec.config,
                        "seed": seed, "after": [self.fingerprints.get(a) for a in spec.after],
-                       "rollout": self.wf.rollout.model_dump(), "dtype": self.wf.model.dtype})
+                       "rollout": self.wf.rollout.model_dump(), "dtype": self.wf.model.dtype, "lora": lora,
+                       "distributed": {**self.wf.distributed.model_dump(), "world_size": self.dist.world_size}})
 
     # -- execution --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -200,9 +228,10 @@ class WorkflowRunner:
             rows += [{"name": s.name, "kind": s.kind, "status": "pending"} for s in self.order if s.name not in done]
             summary["wall_s"] = time.time() - t0
             summary["status"] = "failed" if failed else "complete"
-            atomic_write_json(self.out / "summary.json", summary)
-            from rlvr.workflow.report import write_run_report
-            write_run_report(self.out)
+            if self.main:
+                atomic_write_json(self.out / "summary.json", summary)
+                from rlvr.workflow.report import write_run_report
+                write_run_report(self.out)
         return summary
 
     def _run_stage(self, spec: StageSpec, seed: int) -> dict[str, Any]:
@@ -219,29 +248,35 @@ class WorkflowRunner:
             wall = prev.get("wall_s")
         else:
             inputs = d / "INPUTS.json"
-            if d.exists() and (prev is not None or not inputs.exists()
-                               or json.loads(inputs.read_text()).get("fingerprint") != fp):
-                self._move_stale(d)
-            d.mkdir(parents=True, exist_ok=True)
-            resumed = inputs.exists()
-            atomic_write_json(inputs, {"fingerprint": fp, "spec": spec.model_dump(), "seed": seed,
-                                       "model": self.model_path(spec.model)})
+            resumed = inputs.exists() and prev is None and json.loads(inputs.read_text()).get("fingerprint") == fp
+            if self.main:
+                if d.exists() and not resumed:
+                    self._move_stale(d)
+                d.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(inputs, {"fingerprint": fp, "spec": spec.model_dump(), "seed": seed,
+                                           "model": self.model_path(spec.model)})
             self.manifest.stage(spec.name, kind=spec.kind, status="running", fingerprint=fp, seed=seed,
                                 inputs=self._inputs(spec), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            self.dist.barrier()
             self.log(f"== stage {spec.name} ({spec.kind}){' (resuming)' if resumed else ''}")
             cfg = kind.config_cls.model_validate(spec.config)
             seed_everything(seed)
-            ctx = StageContext(self, spec, cfg, seed)
             t = time.time()
-            try:
-                result = kind.run(ctx, cfg)
-            finally:
-                ctx.close()
+            result = None
+            if kind.collective or self.main:   # other kinds (sampling, RM/PRM, eval) run on rank 0 only
+                ctx = StageContext(self, spec, cfg, seed)
+                try:
+                    result = kind.run(ctx, cfg)
+                finally:
+                    ctx.close()
+            result = self.dist.broadcast_object(result)
             wall = time.time() - t
-            atomic_write_json(marker, {"fingerprint": fp, "metrics": result.metrics,
-                                       "model_dir": self._rel(result.model_dir),
-                                       "datasets": {k: self._rel(v) for k, v in result.datasets.items()},
-                                       "wall_s": wall})
+            if self.main:
+                atomic_write_json(marker, {"fingerprint": fp, "metrics": result.metrics,
+                                           "model_dir": self._rel(result.model_dir),
+                                           "datasets": {k: self._rel(v) for k, v in result.datasets.items()},
+                                           "wall_s": wall})
+            self.dist.barrier()
         self._results[spec.name] = result
         self.manifest.stage(spec.name, kind=spec.kind, status="complete", fingerprint=fp, seed=seed,
                             inputs=self._inputs(spec), outputs={"model": result.model_dir, **result.datasets},
@@ -289,6 +324,11 @@ class WorkflowRunner:
         key = digest({"model": fp, "eval": self.wf.eval.model_dump(), "source": self._source_fp(self.wf.eval.source)})
         if marker.exists() and (prev := json.loads(marker.read_text())).get("fingerprint") == key:
             return prev["metrics"]
+        metrics = self._eval_now(model_ref, out, key) if self.main else None
+        return self.dist.broadcast_object(metrics)
+
+    def _eval_now(self, model_ref: str, out: Path, key: str) -> dict[str, Any]:
+        marker = out / "DONE.json"
         from rlvr.eval import evaluate, greedy_pass_at_1
         from rlvr.rollout import get_engine
         from rlvr.trainers.common import load_model_and_tokenizer

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from pydantic import field_validator, model_validator
 
 from rlvr.config import Config, apply_overrides, read_yaml, validate
+from rlvr.distributed.config import DistributedConfig, LoRAConfig
 from rlvr.errors import ConfigError
 from rlvr.recipe import ModelConfig, RolloutConfig, VerifierSpec
 
@@ -97,6 +98,8 @@ class StageSpec(Config):
     """extra ordering constraints (stage names that must finish first)"""
     seed: int | None = None
     """stage seed (None: run seed + the stage's index)"""
+    lora: LoRAConfig | None = None
+    """LoRA for this stage's training (None: the run's `lora`)"""
 
     @field_validator("prompts", mode="before")
     @classmethod
@@ -148,6 +151,11 @@ class Workflow(Config):
     """the stages, in any order consistent with their inputs"""
     eval: EvalBlock = EvalBlock()
     """evaluation after every model-producing stage"""
+    distributed: DistributedConfig = DistributedConfig()
+    """DeepSpeed / gradient checkpointing for the training stages (docs/scaling.md); launch `rlvr run` under
+    `deepspeed`: sft/grpo/ppo/dpo train on every rank, other stages and evals run on rank 0"""
+    lora: LoRAConfig = LoRAConfig()
+    """LoRA adapters for every training stage (a stage's own `lora` overrides); saved models are merged"""
 
     @model_validator(mode="after")
     def _check_graph(self) -> "Workflow":

@@ -36,6 +36,7 @@ class StageKind:
     run: Callable[..., StageResult]
     check: Callable[[Any, str], None] = _no_check
     produces_model: bool = True
+    collective: bool = False        # runs on every rank of a distributed launch (else rank 0 only)
     doc: str = ""
 
 
@@ -43,9 +44,10 @@ _KINDS: dict[str, StageKind] = {}
 
 
 def register_stage(name: str, config_cls: type[Config], *, check: Callable[[Any, str], None] = _no_check,
-                   produces_model: bool = True):
+                   produces_model: bool = True, collective: bool = False):
     def deco(fn: Callable[..., StageResult]) -> Callable[..., StageResult]:
-        _KINDS[name] = StageKind(name, config_cls, fn, check, produces_model, (fn.__doc__ or "").strip())
+        _KINDS[name] = StageKind(name, config_cls, fn, check, produces_model, collective,
+                                 (fn.__doc__ or "").strip())
         return fn
     return deco
 

@@ -12,14 +12,14 @@ def _check(spec, where: str) -> None:
         raise ValueError(f"{where}: kind dpo needs `data` (offline pairs) or `prompts` (online rounds)")
 
 
-@register_stage("dpo", OnlineDPOConfig, check=_check)
+@register_stage("dpo", OnlineDPOConfig, check=_check, collective=True)
 def run_dpo(ctx, cfg: OnlineDPOConfig) -> StageResult:
     """Offline when `data` is given (the `dpo:` sub-config is the loss/optimiser), else online rounds."""
     from rlvr.trainers import dpo, online_dpo
 
-    model, tok = ctx.load_model()
+    model, tok = ctx.load_model(train=True)
     common = dict(out_dir=ctx.dir, seed=ctx.seed, evaluate=ctx.train_eval(tok), resume=True, name="dpo",
-                  log_fn=ctx.log)
+                  log_fn=ctx.log, dist=ctx.dist)
     if ctx.spec.data:
         records = []
         for d in ctx.spec.data:

@@ -1,0 +1,63 @@
+"""`rlvr run` with LoRA (one process) and under `deepspeed --num_gpus 2` (ZeRO-2 on CPU): training stages run
+on every rank, sampling stages and evals on rank 0, and rank 0 alone writes the run's files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlvr.workflow.runner import run_workflow
+from rlvr.workflow.spec import load_workflow
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+SMALL = ["stages.sft.config.max_steps=4", "stages.sft.config.eval_every=2", "stages.rl.config.steps=2",
+         "stages.rl.config.eval_every=1", "eval.limit=4", "eval.n=2", "eval.ks=[1,2]"]
+
+
+def test_lora_stages_save_merged_models_and_change_the_fingerprint(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    plain = load_workflow(HERE / "two_stage.yaml", [f"output_dir={tmp_path / 'p'}", *SMALL])
+    lora = load_workflow(HERE / "two_stage.yaml", [f"output_dir={tmp_path / 'l'}", *SMALL, "lora.enabled=true",
+                                                   "lora.r=4", "stages.rl.lora.enabled=false"])
+    summary = run_workflow(lora, log=lambda m: None)
+    assert summary["status"] == "complete"
+    sft_dir = Path(summary["stages"][0]["model_dir"])
+    AutoModelForCausalLM.from_pretrained(sft_dir)                  # a plain HF dir (merged weights)
+    assert (sft_dir / "adapter").is_dir()                          # plus the adapters themselves
+    assert not (Path(summary["stages"][1]["model_dir"]) / "adapter").exists()   # the stage override: no LoRA
+    from rlvr.workflow.runner import WorkflowRunner
+    fp = lambda wf: WorkflowRunner(wf, log=lambda m: None).fingerprint(wf.stage("sft"), 0)
+    assert fp(plain) != fp(lora)
+
+
+@pytest.mark.distributed
+def test_run_on_two_deepspeed_ranks(tmp_path):
+    pytest.importorskip("deepspeed", reason="deepspeed is not installed")
+    from tests.distributed.test_deepspeed_zero2 import ZERO2, _free_port
+
+    launcher = Path(sys.executable).parent / "deepspeed"
+    launcher = str(launcher) if launcher.exists() else shutil.which("deepspeed")
+    if not launcher:
+        pytest.skip("the deepspeed launcher is not on PATH")
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    rs = ["stages.rs.kind=rejection_sampling", "stages.rs.model=rl", "stages.rs.prompts=[train]",
+          "stages.rs.config.n=2", "stages.rs.config.max_new_tokens=24", "stages.rs.config.batch_prompts=8"]
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), "--no_local_rank", "--module",
+           "rlvr.cli", "run", str(HERE / "two_stage.yaml"), f"output_dir={tmp_path}",
+           f"distributed.deepspeed={ZERO2}", *SMALL, *rs]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "complete" and [s["name"] for s in summary["stages"]] == ["sft", "rl", "rs"]
+    rows = [json.loads(x) for x in (tmp_path / "stages/rl/grpo_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]                               # one writer
+    assert summary["stages"][2]["metrics"]["samples"] == 2 * 40               # rank 0 sampled every prompt once
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["stages"]["rs"]["status"] == "complete" and len(manifest["invocations"]) == 1
