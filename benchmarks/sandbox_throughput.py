@@ -35,7 +35,7 @@ def load(limit: int | None) -> list:
 def run_ours(examples: list, timeout: float, workers: int, mode: str) -> tuple[float, list[bool]]:
     from sandbox import Job
     from sandbox.local import LocalBackend, LocalOptions
-    from verifiers.code import build_program
+    from verifiers.code import harness_parts
 
     backend = LocalBackend(LocalOptions(mode=mode, workers=workers))
     backend.layers()                                    # start-up outside the timed region (as for the pool)
@@ -43,8 +43,9 @@ def run_ours(examples: list, timeout: float, workers: int, mode: str) -> tuple[f
     for i, ex in enumerate(examples):
         tag = f"RLVR-TESTS-bench{i}"
         tags.append(tag)
-        jobs.append(Job(build_program(ex.meta["reference"], ex.meta["tests"], setup=ex.meta["test_setup"],
-                                      tag=tag, stop_first=True), timeout_s=timeout))
+        harness, call = harness_parts(ex.meta["reference"], ex.meta["tests"], setup=ex.meta["test_setup"],
+                                      tag=tag, stop_first=True)
+        jobs.append(Job(call, prelude=harness, timeout_s=timeout))
     start = time.perf_counter()
     results = backend.run_batch(jobs, concurrency=workers)
     elapsed = time.perf_counter() - start

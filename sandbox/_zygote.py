@@ -33,6 +33,7 @@ SECCOMP_MODE_FILTER, CLONE_NEWNET = 2, 0x40000000
 STATUS_FD = 3                        # in the child: where the completion marker is written
 SETUP_FAILED = 125                   # child exit code when the sandbox itself could not prepare the job
 MAX_ZYGOTE_FD = 1024                 # the zygote never holds more fds than this (checked at start-up)
+MAX_PRELUDES = 16                    # compiled preludes kept per zygote
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -79,6 +80,9 @@ class Zygote:
         self.uid = init.get("uid")             # drop the job to this uid (only when we are root outside bwrap)
         self.jobs = 0
         self.reaped = {}                       # pid -> wait status of job children reaped while killing
+        self.env = None                        # the job environment last applied to our own os.environ
+        self.preludes = {}                     # prelude source -> code object (trusted source, see sandbox.api.Job)
+        self.hard = {}                         # rlimit -> our hard limit (a job cannot raise it anyway)
 
     def setup(self):
         """Everything that must hold before the first job; returns facts for the layer report."""
@@ -98,6 +102,8 @@ class Zygote:
         if self.init.get("seccomp"):
             facts["seccomp"] = install_seccomp(bytes.fromhex(self.init["seccomp"]))
         prctl(PR_SET_DUMPABLE, 0)                      # a job cannot read our memory via /proc/<pid>/mem
+        self.hard = {getattr(resource, name): resource.getrlimit(getattr(resource, name))[1]
+                     for name in ("RLIMIT_CPU",) + tuple(r[0] for r in _RLIMITS)}
         gc.freeze()                                    # keep preloaded objects out of GC: fewer copy-on-write pages
         os.makedirs(self.workroot, exist_ok=True)
         if self.uid is not None:
@@ -122,6 +128,9 @@ class Zygote:
         jobdir = os.path.join(self.workroot, f"job{self.jobs}")
         os.mkdir(jobdir, 0o700)
         stdin_fd = self.prepare_dir(jobdir, job)
+        limits = job_rlimits(job, self.hard)
+        prelude = self.compiled_prelude(job.get("prelude") or "")
+        self.set_env(job["env"], jobdir)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         st_r, st_w = os.pipe()
@@ -129,7 +138,7 @@ class Zygote:
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            run_child(job, jobdir, stdin_fd, out_w, err_w, st_w, nonce, self.uid, self.pid1)
+            run_child(job, jobdir, limits, prelude, stdin_fd, out_w, err_w, st_w, nonce, self.uid, self.pid1)
         for fd in (stdin_fd, out_w, err_w, st_w):
             os.close(fd)
         try:
@@ -137,7 +146,7 @@ class Zygote:
         finally:
             for fd in (out_r, err_r, st_r):
                 os.close(fd)
-            shutil.rmtree(jobdir, ignore_errors=True)
+            remove_dir(jobdir)
             self.wipe_scratch()
         result["completed"] = f"done:{nonce}" in result.pop("status")
         return result
@@ -162,6 +171,30 @@ class Zygote:
         fd = os.open(stdin_path, os.O_RDONLY)
         os.unlink(stdin_path)
         return fd
+
+    def compiled_prelude(self, source):
+        """The job's trusted prelude compiled once here, so each child only runs it. A prelude that does not
+        compile is left as source: the child compiles it and reports the error like the job's own code."""
+        if not source:
+            return None
+        code = self.preludes.get(source)
+        if code is None:
+            try:
+                code = compile(source, "prelude.py", "exec")
+            except Exception:
+                return source
+            if len(self.preludes) >= MAX_PRELUDES:
+                self.preludes.pop(next(iter(self.preludes)))
+            self.preludes[source] = code
+        return code
+
+    def set_env(self, env, jobdir):
+        """Make our own environment the job's before forking (the child inherits it: no per-child work)."""
+        if env != self.env:
+            os.environ.clear()
+            os.environ.update(env)
+            self.env = dict(env)
+        os.environ["HOME"] = os.environ["TMPDIR"] = jobdir
 
     def watch(self, pid, job, start, streams):
         """Collect output until the child exits or the deadline passes; then kill the whole job."""
@@ -287,6 +320,14 @@ class Zygote:
                         pass
 
 
+def remove_dir(path):
+    """rmdir when the job left its dir empty (one syscall, the usual case), else the whole tree."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def descendants(root):
     """Pids whose ancestry leads to `root`, from /proc (a snapshot; the caller loops until none are left)."""
     children = {}
@@ -324,8 +365,26 @@ _RLIMITS = (("RLIMIT_AS", "memory_mb", 1 << 20), ("RLIMIT_FSIZE", "file_size_mb"
             ("RLIMIT_NOFILE", "open_files", 1), ("RLIMIT_NPROC", "processes", 1), ("RLIMIT_CORE", None, 0))
 
 
-def run_child(job, jobdir, stdin_fd, out_w, err_w, st_w, nonce, uid, pid1):
-    """In the forked child: isolate, then run the code. Never returns."""
+def job_rlimits(job, hard):
+    """[(rlimit, value)] for a job's processes, computed in the zygote so the child only sets them. Soft =
+    hard = the job's value, except CPU (soft, soft + 1: SIGXCPU first); never above our own hard limit."""
+    cpu = max(1, int(float(job["cpu_s"]) + 0.999))
+    cap = hard[resource.RLIMIT_CPU]
+    if cap != resource.RLIM_INFINITY:
+        cpu = min(cpu, max(cap - 1, 1))
+    out = [(resource.RLIMIT_CPU, (cpu, cpu + 1))]
+    for rname, key, unit in _RLIMITS:
+        which = getattr(resource, rname)
+        value, cap = 0 if key is None else int(job[key]) * unit, hard[which]
+        if cap != resource.RLIM_INFINITY:
+            value = min(value, cap)                     # an inherited hard limit cannot be raised
+        out.append((which, (value, value)))
+    return out
+
+
+def run_child(job, jobdir, limits, prelude, stdin_fd, out_w, err_w, st_w, nonce, uid, pid1):
+    """In the forked child: isolate, then run the code. Never returns. Everything that needs no isolation
+    (rlimit values, the environment) was prepared by the zygote: each line here costs every job."""
     try:
         os.setsid()
         if not pid1:
@@ -335,9 +394,10 @@ def run_child(job, jobdir, stdin_fd, out_w, err_w, st_w, nonce, uid, pid1):
         os.dup2(err_w, 2)
         os.dup2(st_w, STATUS_FD)
         os.closerange(STATUS_FD + 1, MAX_ZYGOTE_FD)   # the zygote's control pipes above all
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")                        # under memory pressure the job dies, not the zygote
+        try:                                           # under memory pressure the job dies, not the zygote
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, b"1000")
+            os.close(fd)
         except OSError:
             pass
         if uid is not None:
@@ -346,23 +406,14 @@ def run_child(job, jobdir, stdin_fd, out_w, err_w, st_w, nonce, uid, pid1):
             os.setuid(uid)
         os.chdir(jobdir)
         os.umask(0o022)
-        cpu = max(1, int(float(job["cpu_s"]) + 0.999))
-        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-        if hard != resource.RLIM_INFINITY:
-            cpu = min(cpu, max(hard - 1, 1))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        for rname, key, unit in _RLIMITS:
-            which = getattr(resource, rname)
-            value, hard = 0 if key is None else int(job[key]) * unit, resource.getrlimit(which)[1]
-            if hard != resource.RLIM_INFINITY:
-                value = min(value, hard)                # an inherited hard limit cannot be raised
-            resource.setrlimit(which, (value, value))
-        os.environ.clear()
-        os.environ.update(job["env"], HOME=jobdir, TMPDIR=jobdir)
+        for which, values in limits:
+            resource.setrlimit(which, values)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         prctl(PR_SET_DUMPABLE, 1)
         sys.argv = ["main.py"]
         sys.path[:] = [p for p in sys.path if p]       # no cwd on the import path
+        if isinstance(prelude, str):
+            prelude = compile(prelude, "prelude.py", "exec")
         code = compile(job["code"], "main.py", "exec")
     except SyntaxError:
         traceback.print_exc(limit=0)
@@ -371,14 +422,16 @@ def run_child(job, jobdir, stdin_fd, out_w, err_w, st_w, nonce, uid, pid1):
     except BaseException as e:
         os.write(STATUS_FD, f"setup {type(e).__name__}: {e}".encode()[:500])
         os._exit(SETUP_FAILED)
-    os._exit(execute(code, nonce))
+    os._exit(execute(code, nonce, prelude))
 
 
-def execute(code, nonce):
-    """exec the job as `__main__`; the marker `done:<nonce>` is written only if the top level runs to its end
-    (so `sys.exit(0)` / `os._exit(0)` before the tests cannot pass for completion)."""
+def execute(code, nonce, prelude=None):
+    """exec the prelude (if any) and the job as `__main__`; the marker `done:<nonce>` is written only if the
+    top level runs to its end (so `sys.exit(0)` / `os._exit(0)` before the tests cannot pass for completion)."""
     globs = {"__name__": "__main__", "__builtins__": builtins, "__file__": "main.py"}
     try:
+        if prelude is not None:
+            exec(prelude, globs)
         exec(code, globs)
     except SystemExit as e:
         rc = _exit_code(e.code)

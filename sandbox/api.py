@@ -52,7 +52,9 @@ class Limits:
 @dataclass(frozen=True)
 class Job:
     """One program to run: Python source `code`, optional stdin text and files (relative path -> text) placed
-    in its fresh working directory."""
+    in its fresh working directory. `prelude` is *trusted* source (a test harness, never model output) run
+    before `code` in the same namespace; the local backend compiles each distinct prelude once per worker
+    instead of once per job."""
 
     code: str
     stdin: str | None = None
@@ -60,10 +62,12 @@ class Job:
     timeout_s: float = 10.0
     memory_mb: int = 512             # address-space cap per process (RLIMIT_AS), interpreter included
     limits: Limits = field(default_factory=Limits)
+    prelude: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.code, str):
-            raise TypeError(f"Job.code must be str, got {type(self.code).__name__}")
+        if not isinstance(self.code, str) or not isinstance(self.prelude, str):
+            bad = "code" if not isinstance(self.code, str) else "prelude"
+            raise TypeError(f"Job.{bad} must be str, got {type(getattr(self, bad)).__name__}")
         if self.timeout_s <= 0:
             raise ValueError(f"Job.timeout_s must be > 0, got {self.timeout_s}")
         if self.memory_mb < 32:
@@ -177,9 +181,11 @@ def shutdown_all() -> None:
 
 
 def run(code: str, *, stdin: str | None = None, files: Mapping[str, str] | None = None, timeout_s: float = 10.0,
-        memory_mb: int = 512, limits: Limits | None = None, backend: str = "local") -> Result:
-    """Run one Python program in the sandbox; never raises for anything the program does."""
-    job = Job(code, stdin=stdin, files=files, timeout_s=timeout_s, memory_mb=memory_mb, limits=limits or Limits())
+        memory_mb: int = 512, limits: Limits | None = None, backend: str = "local", prelude: str = "") -> Result:
+    """Run one Python program in the sandbox (after the trusted `prelude`, see `Job`); never raises for anything
+    the program does."""
+    job = Job(code, stdin=stdin, files=files, timeout_s=timeout_s, memory_mb=memory_mb, limits=limits or Limits(),
+              prelude=prelude)
     return get_backend(backend).run_batch([job], concurrency=1)[0]
 
 

@@ -40,10 +40,13 @@ for rel, text in p["files"].items():
 open("/tmp/.stdin", "w").write(p["stdin"] or "")
 fd = os.open("/tmp/.stdin", os.O_RDONLY); os.dup2(fd, 0); os.close(fd)
 os.environ["HOME"] = os.environ["TMPDIR"] = "/tmp/work"
-sys.argv = ["main.py"]; nonce = p.pop("nonce"); code = p.pop("code"); del p
+sys.argv = ["main.py"]; nonce = p.pop("nonce"); code = p.pop("code"); prelude = p.pop("prelude", ""); del p
 rc = 0
 try:
-    exec(compile(code, "main.py", "exec"), {"__name__": "__main__", "__file__": "main.py"})
+    g = {"__name__": "__main__", "__file__": "main.py"}
+    if prelude:
+        exec(compile(prelude, "prelude.py", "exec"), g)
+    exec(compile(code, "main.py", "exec"), g)
 except SystemExit as e:
     rc = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
 except MemoryError:
@@ -92,7 +95,7 @@ def container_kwargs(job: Job, opts: DockerOptions, payload: str) -> dict[str, A
 
 
 def encode_payload(job: Job, nonce: str) -> str:
-    data = {"code": job.code, "stdin": job.stdin, "files": dict(job.files or {}), "nonce": nonce}
+    data = {"code": job.code, "prelude": job.prelude, "stdin": job.stdin, "files": dict(job.files or {}), "nonce": nonce}
     return base64.b64encode(json.dumps(data).encode()).decode()
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from verifiers.base import Verdict, VerifyContext, register_verifier
 
-__all__ = ["CodeVerifier", "extract_code", "build_program", "PYTHON_TAGS"]
+__all__ = ["CodeVerifier", "extract_code", "build_program", "harness_parts", "PYTHON_TAGS"]
 
 PYTHON_TAGS = frozenset({"", "python", "py", "python3", "py3"})
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n`]*$")
@@ -117,12 +117,20 @@ def _compiles(src: str) -> bool:
 def build_program(code: str, tests: list[str], *, prefix: str = "", entry_point: str = "", setup: str = "",
                   tag: str, stop_first: bool) -> str:
     """The harness program: solution (after `prefix`), setup, then each test; reports on stderr."""
+    return "".join(harness_parts(code, tests, prefix=prefix, entry_point=entry_point, setup=setup, tag=tag,
+                                 stop_first=stop_first))
+
+
+def harness_parts(code: str, tests: list[str], *, prefix: str = "", entry_point: str = "", setup: str = "",
+                  tag: str, stop_first: bool) -> tuple[str, str]:
+    """`build_program` as (prelude, call): the fixed harness, a sandbox `Job.prelude` (trusted, compiled once
+    per sandbox worker), and the call that carries the solution and tests as string literals."""
     if prefix:
         defines = entry_point and re.search(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.M)
         solution = prefix + ("\n" + code if defines else code)
     else:
         solution = code
-    return _HARNESS + f"__rlvr_run({solution!r}, {setup!r}, {tests!r}, {tag!r}, {stop_first!r})\n"
+    return _HARNESS, f"__rlvr_run({solution!r}, {setup!r}, {tests!r}, {tag!r}, {stop_first!r})\n"
 
 
 @register_verifier("code")
@@ -148,11 +156,11 @@ class CodeVerifier:
         if code is None:
             return Verdict("unparseable", 0.0, {"reason": "no Python code found"})
         tag = "RLVR-TESTS-" + secrets.token_hex(8)
-        program = build_program(code, tests, prefix=prefix, entry_point=ex.get("entry_point") or "",
-                                setup=ex.get("test_setup") or "", tag=tag, stop_first=self.reward == "binary")
+        harness, call = harness_parts(code, tests, prefix=prefix, entry_point=ex.get("entry_point") or "",
+                                      setup=ex.get("test_setup") or "", tag=tag, stop_first=self.reward == "binary")
         from sandbox import run
 
-        res = run(program, timeout_s=self.timeout_s, memory_mb=self.memory_mb, backend=self.backend)
+        res = run(call, prelude=harness, timeout_s=self.timeout_s, memory_mb=self.memory_mb, backend=self.backend)
         return self._verdict(res, tag, len(tests))
 
     def _verdict(self, res: Any, tag: str, total: int) -> Verdict:

@@ -121,3 +121,37 @@ def test_fresh_mode_runs_each_job_in_a_new_zygote():
         assert [r.stdout for r in results] == ["1\n", "2\n"] and not b._idle
     finally:
         b.shutdown()
+
+
+def test_prelude_runs_first_in_the_same_namespace(config_backend):
+    """`Job.prelude` (a trusted harness) runs before the code, with the same globals; completion still needs
+    the code's top level to run to its end; a broken prelude fails like broken code."""
+    good, early, broken = config_backend.run_batch([
+        Job("print(helper(41), __name__)", prelude="def helper(x):\n    return x + 1\n"),
+        Job("print('never')", prelude="import sys\nsys.exit(0)\n"),
+        Job("print('never')", prelude="def (:\n"),
+    ], concurrency=1)
+    assert good.status == "ok" and good.completed and good.stdout == "42 __main__\n"
+    assert early.status == "ok" and not early.completed and early.stdout == ""
+    assert broken.status == "failed" and "SyntaxError" in broken.stderr and not broken.completed
+
+
+def test_each_job_gets_its_own_home_and_tmpdir(backend):
+    code = "import os\nprint(os.environ['HOME'] == os.environ['TMPDIR'] == os.getcwd(), os.getcwd())"
+    first, second = (_one(backend, code) for _ in range(2))
+    assert first.stdout.startswith("True ") and second.stdout.startswith("True ")
+    assert first.stdout != second.stdout
+
+
+def test_zygote_compiles_each_prelude_once():
+    """The zygote keeps compiled preludes (at most MAX_PRELUDES); one that does not compile stays source, for
+    the child to compile and report."""
+    from sandbox import _zygote
+
+    z = _zygote.Zygote(0, 1, {"workroot": "/nonexistent"})
+    first = z.compiled_prelude("x = 1\n")
+    assert first is z.compiled_prelude("x = 1\n") and first.co_filename == "prelude.py"
+    assert z.compiled_prelude("") is None and z.compiled_prelude("def (:\n") == "def (:\n"
+    for i in range(_zygote.MAX_PRELUDES):
+        z.compiled_prelude(f"y = {i}\n")
+    assert len(z.preludes) == _zygote.MAX_PRELUDES and "x = 1\n" not in z.preludes

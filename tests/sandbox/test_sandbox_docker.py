@@ -22,6 +22,14 @@ def test_container_is_locked_down():
     assert "HOME" not in kw["environment"] and "PATH" in kw["environment"]
 
 
+def test_payload_carries_the_prelude():
+    import base64
+    import json
+
+    data = json.loads(base64.b64decode(encode_payload(Job("f()", prelude="def f(): pass"), "n")))
+    assert data["code"] == "f()" and data["prelude"] == "def f(): pass"
+
+
 def test_oversized_job_is_an_error_not_a_crash():
     backend = DockerBackend()
     backend._client = object()            # never contacted: the size check comes first
