@@ -1,9 +1,12 @@
 """Generalised advantage estimation for token-level PPO, and masked whitening."""
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 
-from rlvr.algos.aggregation import masked_mean, masked_sum
+from rlvr.algos.aggregation import masked_sum
 
 __all__ = ["gae_advantages", "whiten"]
 
@@ -40,20 +43,28 @@ def gae_advantages(
 
 
 def whiten(
-    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8,
+    all_sum: Callable[[float], float] | None = None,
 ) -> torch.Tensor:
     """Normalise x [B, T] to unit variance over mask [B, T] (None = all entries); 0 where mask == 0.
 
-        y = (x - mean) / sqrt(var + eps)          (var unbiased over unmasked entries, as TRL/verl)
+        n = Σ m,   mean = Σ m·x / n,   var = Σ m·(x - mean)² / (n - 1)      (unbiased, as TRL/verl)
+        y = (x - mean) / sqrt(var + eps)
         if not shift_mean:  y = y + mean          (rescale only; keeps the sign structure of x)
+
+    all_sum: Σ over ranks of a number (`DistContext.all_sum`): n and both sums then run over every rank's
+    entries, so N ranks holding the rows of one batch whiten exactly as one process holding them all (two small
+    collectives). None: this x alone. The sums are taken in float64; mean and var are constants (no gradient).
     """
+    total = all_sum or (lambda v: v)
     m = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.bool()
-    mean = masked_mean(x, m)
-    n = m.sum()
+    n = total(int(m.sum()))
     if n < 2:
         raise ValueError(f"whiten needs at least 2 unmasked entries, got {int(n)}")
-    var = masked_sum((x - mean) ** 2, m) / (n - 1)
-    y = (x - mean) * torch.rsqrt(var + eps)
+    xd = x.detach().double()
+    mean = total(float(masked_sum(xd, m))) / n
+    var = total(float(masked_sum((xd - mean) ** 2, m))) / (n - 1)
+    y = (x - mean) / math.sqrt(var + eps)
     if not shift_mean:
         y = y + mean
     return torch.where(m, y, torch.zeros_like(y))

@@ -6,6 +6,7 @@ A trainer builds its model and torch optimizer as before, then
     ...  loss = <this rank's share of the global loss>;  tr.backward(loss)      # per micro-batch
     gnorm = tr.step()                                   # clip, optimizer step, zero grads; pre-clip norm
     ckpts = tr.checkpoints(out_dir, keep_last)          # same save/restore/latest interface either way
+    with tr.gathered(): generate / evaluate / sync weights   # ZeRO-3: full weights, local forwards only
 
 and keeps calling `model(...)` for forward passes (DeepSpeed's engine wraps the same module object, so the
 rollout engine that shares the module keeps working). Learning-rate schedules stay on the torch optimizer.
@@ -18,11 +19,16 @@ DeepSpeed specifics handled here, not in trainers:
   multiplies by world_size and the ranks' gradients *sum* to the single-process gradient;
 - ZeRO-2/3 reduce gradients inside each backward: every rank must call backward equally often per step
   (`DistContext.micro_batches` gives equal counts; `backward_nothing` fills a rank that has no rows);
+- ZeRO-3 also makes every forward a collective: passes whose count differs per rank (generation, evals, no-grad
+  scoring of a rank's own rows) run inside `gathered()` (rlvr/distributed/zero3.py); before each backward we
+  tell the ZeRO optimizer a new micro-step began, as `engine.forward` would (that is what makes ZeRO-3
+  accumulate, not overwrite, the gradients of a step's earlier backward passes);
 - under DeepSpeed the gradient norm is checked after the step (it is only known there); a non-finite norm still
   stops the run before the next checkpoint, so the last checkpoint on disk stays good.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ import torch
 
 from rlvr.distributed.config import DistributedConfig, read_deepspeed_config
 from rlvr.distributed.context import DistContext, context
+from rlvr.distributed.zero3 import clear_backward_seen, full_weights
 from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import CheckpointManager
 from rlvr.trainers.common import check_finite, clip_and_check
@@ -53,6 +60,12 @@ class Trainable:
 
     def checkpoints(self, out_dir: str | Path, keep_last: int) -> CheckpointManager:
         raise NotImplementedError
+
+    def gathered(self) -> contextlib.AbstractContextManager:
+        """Context for forward passes that differ per rank (generation, evals, weight sync, no-grad scoring of
+        this rank's rows): full weights and no collectives. A no-op unless the parameters are partitioned (ZeRO-3);
+        every rank must enter it together."""
+        return contextlib.nullcontext()
 
     def backward_nothing(self, forward_fn=None) -> None:
         """A zero-loss backward for a rank with no rows in this micro-batch slot (keeps ZeRO's per-backward
@@ -91,20 +104,18 @@ class DeepSpeedTrainable(Trainable):
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.module = self.engine.module
         self.zero_stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
-        self._backwards = 0
 
     def backward(self, loss: torch.Tensor) -> None:
-        if self.zero_stage == 3 and self._backwards:
-            # Measured with DeepSpeed 0.19 (tests/distributed): under ZeRO-3 with caller-owned accumulation the earlier
-            # backward passes' gradients did not reach the step. Refuse rather than train on part of the batch.
-            raise ConfigError("ZeRO-3 supports one backward pass per optimizer step per rank here: raise the "
-                              "micro-batch size (sft: grad_accum=1; dpo: micro_batch >= batch_size / processes)")
-        self._backwards += 1
+        # engine.forward would have done this (we call the module directly): without it ZeRO-3 overwrites, rather
+        # than accumulates, the gradient partitions of a step's earlier backward passes (rlvr/distributed/zero3.py).
+        clear_backward_seen(self.engine)
         # DeepSpeed divides the summed gradients by world_size; the loss is already a share of the global mean.
         self.engine.backward(loss * self.ctx.world_size)
 
+    def gathered(self) -> contextlib.AbstractContextManager:
+        return full_weights(self.engine) if self.zero_stage == 3 else contextlib.nullcontext()
+
     def step(self) -> float:
-        self._backwards = 0
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         norm = float(norm) if norm is not None else 0.0

@@ -25,7 +25,7 @@ from torch import nn
 from rlvr.errors import ConfigError
 
 __all__ = ["ValueHeadModel", "load_value_model", "is_value_model", "right_pad", "last_token_index",
-           "HEAD_FILE", "META_FILE"]
+           "one_token_scores", "HEAD_FILE", "META_FILE"]
 
 HEAD_FILE = "value_head.safetensors"
 META_FILE = "value_head.json"
@@ -148,3 +148,10 @@ def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """attention_mask [B, L] (right-padded) -> index of each row's last real token [B]."""
     return (attention_mask.sum(-1) - 1).clamp(min=0)
+
+
+def one_token_scores(model: ValueHeadModel) -> torch.Tensor:
+    """The model's scores [1, 1] on a single token: the forward of a zero-loss backward that keeps a rank with no
+    rows in step with the others' collectives (`Trainable.backward_nothing`)."""
+    device = next(model.parameters()).device
+    return model(torch.zeros((1, 1), dtype=torch.long, device=device))

@@ -109,6 +109,10 @@ class CheckpointManager:
         from safetensors.torch import load_file
 
         from rlvr.distributed.lora import is_peft, load_adapter_weights
+        if hasattr(model, "restore_from"):   # a composite model (PPO's ActorCritic) knows its own saved layout
+            model.restore_from(ckpt.path / "model")
+            self._restore_states(ckpt, optimizer, scheduler)
+            return
         if is_peft(model):   # only the adapters train; the base weights are the ones the model was built from
             load_adapter_weights(model, ckpt.path / "model")
             self._restore_states(ckpt, optimizer, scheduler)

@@ -271,14 +271,15 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     kl_fn = get_kl(cfg.kl_estimator)
     tr, ctx = as_trainable(opt, model, cfg.grad_clip), context()
     pb, B = batch.packed, len(batch.packed)
-    ref_logp = None
-    if ref_model is not None:
-        with torch.no_grad(), autocast(cfg.bf16):
+    ref_logp, t_ref = None, time.perf_counter()
+    if ref_model is not None:   # gathered(): ZeRO-3 scores this rank's rows without collectives
+        with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
             ref_logp = torch.cat([completion_logprobs(ref_model, pb.select(s), temperature=cfg.temperature)[0]
                                   for s in micro_batches(B, cfg.micro_batch)])
+    t_ref = time.perf_counter() - t_ref
     rewards = batch.rewards.clone()
     if ref_logp is not None and cfg.kl_mode == "reward":
-        with torch.no_grad(), autocast(cfg.bf16):
+        with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
             cur = torch.cat([completion_logprobs(model, pb.select(s), temperature=cfg.temperature)[0]
                              for s in micro_batches(B, cfg.micro_batch)])
         rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1)
@@ -287,7 +288,7 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     n_tok, B_all = ctx.all_sum(int(pb.completion_mask.sum())), ctx.all_sum(B)
     slices = list(ctx.micro_batches(B, cfg.micro_batch))   # same count on every rank (ZeRO reduces per backward)
     old_logp = torch.zeros(pb.completion_ids.shape)
-    sums: dict[str, float] = {}
+    sums: dict[str, float] = {"time/ref_s": t_ref, "time/optimizer_s": 0.0}
     for it in range(cfg.mu):
         for s in slices:
             if s.start == s.stop:
@@ -322,7 +323,9 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
             for k, v in lm.items():  # rollout/* is measured once (first pass), the rest averaged over mu
                 w = frac if k.startswith("rollout/") else frac / cfg.mu
                 sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * w
+        t_opt = time.perf_counter()
         sums["grad/norm"] = sums.get("grad/norm", 0.0) + tr.step() / cfg.mu
+        sums["time/optimizer_s"] += time.perf_counter() - t_opt
     lengths = pb.completion_mask.sum(-1).float()
     sums.update({f"adv/{k.split('/')[-1]}": float(v) for k, v in adv_metrics.items()})
     sums.update({"adv/mean": float(adv.mean()), "adv/std": float(adv.std()) if B > 1 else 0.0,
@@ -335,10 +338,14 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
 SUM_METRICS = ("loss/total", "sampling/groups", "sampling/dropped_groups", "sampling/kept_groups")
 
 
-def idle_update(tr, cfg: GRPOConfig) -> None:
+def idle_update(tr, cfg: GRPOConfig, has_ref: bool) -> None:
     """A rank whose dynamic sampling kept no group while other ranks did: it takes part in policy_update's
-    collectives (the two global counts, the micro-batch count, one zero-loss backward per slot, the steps)."""
+    collectives in the same order (ZeRO-3's weight gathers for the no-grad scoring passes, the two global counts,
+    the micro-batch count, one zero-loss backward per slot, the steps)."""
     ctx = context()
+    for _ in range((1 + (cfg.kl_mode == "reward")) if has_ref else 0):
+        with tr.gathered():
+            pass
     ctx.all_sum(0), ctx.all_sum(0)
     slices = list(ctx.micro_batches(0, cfg.micro_batch))
     for _ in range(cfg.mu):
@@ -365,11 +372,8 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                           f"processes ({ctx.world_size}): each rank samples whole groups")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
+    ref_model = reference_model(model) if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
     tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
-    if getattr(tr, "zero_stage", 0) == 3:
-        raise ConfigError(f"{name}: ZeRO-3 needs every rank to run the same forward passes, which per-rank "
-                          "generation does not; use recipes/deepspeed/zero2.json")
-    ref_model = reference_model(model) if cfg.beta > 0 else None   # LoRA: the same model, adapters off
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
     last = ckpts.latest() if resume else None
@@ -378,7 +382,8 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
         step, evals = last.state["step"], last.state.get("evals", [])
         cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         log_fn(f"{name}: resumed from {last.path} (step {step})")
-    sync_weights(engine, model)
+    with tr.gathered():   # ZeRO-3: generation, evals and weight sync see full weights and run no collectives
+        sync_weights(engine, model)
     stream = PromptStream(len(examples), seed, cursor, rank=ctx.rank, world=ctx.world_size)
     local_cfg = cfg.model_copy(update={"prompts_per_step": cfg.prompts_per_step // ctx.world_size})
     logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
@@ -388,8 +393,9 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
         while step < cfg.steps:
             t0 = time.time()
             model.eval()
-            batch = collect_batch(engine, task, examples, stream, local_cfg, tokenizer,
-                                  seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
+            with tr.gathered():
+                batch = collect_batch(engine, task, examples, stream, local_cfg, tokenizer,
+                                      seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
             metrics = dict(batch.metrics)
             t1 = time.time()
             if ctx.all_max(len(batch.packed) if batch.packed is not None else 0) > 0:   # some rank has groups
@@ -397,8 +403,9 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                 if batch.packed is not None:
                     metrics.update(policy_update(model, ref_model, tr, batch, cfg))
                 else:
-                    idle_update(tr, cfg)
-                sync_weights(engine, model)
+                    idle_update(tr, cfg, has_ref=ref_model is not None)
+                with tr.gathered():
+                    sync_weights(engine, model)
                 sched.step()
             step += 1
             metrics["time/train_s"] = time.time() - t1
@@ -408,7 +415,8 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
             metrics.update({f"verify/{k}": v for k, v in health().items()})
             metrics = ctx.reduce_metrics(metrics, sum_keys=SUM_METRICS)
             if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                score = ctx.broadcast_object(float(evaluate(model)))
+                with tr.gathered():
+                    score = ctx.broadcast_object(float(evaluate(model)))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
             logger.log(step, metrics)

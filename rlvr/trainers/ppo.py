@@ -31,7 +31,7 @@ from pydantic import model_validator
 from rlvr.algos import (AdaptiveKLController, FixedKLController, aggregate_loss, gae_advantages,
                         get_policy_loss, kl_penalty_rewards, masked_mean, whiten)
 from rlvr.config import Config
-from rlvr.distributed import DistributedConfig, context, is_peft, prepare, reference_model, sync_weights
+from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError
 from rlvr.models.critic import ActorCritic, build_critic, completion_values
@@ -231,8 +231,9 @@ def prepare_rollout(ac: ActorCritic, ref_model, packed: PackedBatch, scores: tor
     metrics.update({"adv/mean": float(masked_mean(adv, mask)), "returns/mean": float(masked_mean(returns, mask)),
                     "value/mean": float(masked_mean(values, mask)),
                     "value/explained_variance": explained_variance(values, returns, mask)})
-    if cfg.whiten_advantages and int(mask.sum()) >= 2:
-        adv = whiten(adv, mask)
+    ctx = context()   # several ranks: whiten with the statistics of every rank's tokens (as one process would)
+    if cfg.whiten_advantages and ctx.all_sum(int(mask.sum())) >= 2:
+        adv = whiten(adv, mask, all_sum=ctx.all_sum)
     return RolloutData(packed, old_logp, values, adv, returns, metrics)
 
 
@@ -295,15 +296,16 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
               dist: DistributedConfig | None = None) -> dict[str, Any]:
     """The PPO loop (module doc); `model` is the policy, trained in place. Checkpoints hold policy + critic.
 
-    Several ranks (`dist.deepspeed`, ZeRO-2): each samples prompts_per_step / world prompts and trains on its
-    rows with globally normalised losses; advantage whitening uses each rank's own statistics, and the adaptive
-    KL controller sees the mean over ranks (so its coefficient stays identical on every rank)."""
+    Several ranks (`dist.deepspeed`, ZeRO-2 or 3): each samples prompts_per_step / world prompts and trains on
+    its rows with globally normalised losses; advantages are whitened with the statistics of all ranks' tokens,
+    and the adaptive KL controller sees the mean over ranks (so its coefficient stays identical on every rank).
+    ZeRO-3: generation, evals and weight sync run inside `tr.gathered()` (full weights, no collectives); the
+    scoring and update passes run equally often on every rank (every rank holds the same number of rows).
+    LoRA: the policy trains adapters, the reference is the policy with adapters off, and a separate critic has
+    its own adapters on a copy of the base trunk (rlvr.models.critic)."""
     from verifiers.pool import health
 
     ctx = context()
-    if is_peft(model):
-        raise ConfigError(f"{name}: LoRA is not supported with PPO yet (the critic copies the policy's trunk); "
-                          "set lora.enabled=false")
     if cfg.prompts_per_step % ctx.world_size:
         raise ConfigError(f"{name}.prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of "
                           f"processes ({ctx.world_size})")
@@ -312,9 +314,6 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
     opt = _optimizer(ac, cfg)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
     tr = prepare(ac, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
-    if getattr(tr, "zero_stage", 0) == 3:
-        raise ConfigError(f"{name}: ZeRO-3 needs every rank to run the same forward passes, which per-rank "
-                          "generation does not; use recipes/deepspeed/zero2.json")
     kl_ctl = make_kl_controller(cfg)
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
@@ -325,7 +324,8 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
         cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         kl_ctl.value = last.state["kl_coef"]
         log_fn(f"{name}: resumed from {last.path} (step {step})")
-    sync_weights(engine, model)
+    with tr.gathered():   # ZeRO-3: generation, evals and weight sync see full weights and run no collectives
+        sync_weights(engine, model)
     stream = PromptStream(len(examples), seed, cursor, rank=ctx.rank, world=ctx.world_size)
     sampling = cfg.sampling().model_copy(update={"prompts_per_step": cfg.prompts_per_step // ctx.world_size})
     logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,
@@ -335,8 +335,9 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
         while step < cfg.steps:
             t0 = time.time()
             ac.eval()
-            batch = collect_batch(engine, task, examples, stream, sampling, tokenizer,
-                                  seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
+            with tr.gathered():
+                batch = collect_batch(engine, task, examples, stream, sampling, tokenizer,
+                                      seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
             t1 = time.time()
             metrics = {**batch.metrics, "kl/coef": kl_ctl.value}
             data = prepare_rollout(ac, ref_model, batch.packed, batch.rewards, cfg, kl_ctl.value,
@@ -345,7 +346,8 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
             ac.train()
             gen = torch.Generator().manual_seed(seed * 100_003 + step)    # minibatch order: resumable
             metrics.update(ppo_update(ac, tr, data, cfg, gen))
-            sync_weights(engine, model)
+            with tr.gathered():
+                sync_weights(engine, model)
             sched.step()
             kl_mean = ctx.reduce_metrics({"kl": data.metrics["kl/seq_sum_mean"]})["kl"]
             kl_ctl.update(kl_mean, n_steps=ctx.all_sum(len(batch.packed)))
@@ -359,7 +361,8 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
             metrics = ctx.reduce_metrics(metrics, sum_keys=("loss/policy", "loss/value", "loss/total",
                                                             "perf/tokens_per_s", "perf/train_tokens"))
             if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                score = ctx.broadcast_object(float(evaluate(model)))
+                with tr.gathered():
+                    score = ctx.broadcast_object(float(evaluate(model)))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
             logger.log(step, metrics)

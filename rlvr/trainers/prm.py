@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from pydantic import field_validator, model_validator
 
 from rlvr.config import Config
+from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.errors import DataError
-from rlvr.models.value_head import ValueHeadModel, right_pad
-from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
-from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
-                                  clip_and_check)
-from rlvr.trainers.logger import MetricsLogger
+from rlvr.models.value_head import ValueHeadModel, one_token_scores, right_pad
+from rlvr.trainers.checkpoint import atomic_write_json
+from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
+from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.reward_model import read_jsonl_any, save_model_dir
 from rlvr.trainers.sft import batch_indices
 
@@ -441,8 +441,14 @@ def load_prm_data(cfg: PRMConfig) -> tuple[list[StepExample], list[StepExample]]
     return split_by_problem(examples, cfg.eval_fraction, cfg.seed)
 
 
-def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train a PRM as `cfg` says; writes <output_dir>/model and prm_summary.json. Returns the summary."""
+def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], None] = print,
+              dist: DistributedConfig | None = None) -> dict[str, Any]:
+    """Train a PRM as `cfg` says; writes <output_dir>/model and prm_summary.json. Returns the summary.
+
+    Several ranks (`dist.deepspeed`): each rank trains on its strided share of every step's trajectories; the
+    loss divides by the whole step's labelled-step count, so the summed gradient is the single-process one.
+    Evals run on every rank (ZeRO-3 gathers the weights for them); rank 0 writes the files.
+    """
     from rlvr.models.value_head import load_value_model
     from rlvr.trainers.checkpoint import seed_everything
 
@@ -459,14 +465,15 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
     out = Path(cfg.output_dir)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
-    ckpts = CheckpointManager(out, keep_last=cfg.keep_last)
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    ckpts = tr.checkpoints(out, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"prm: resumed from {last.path} (step {step})")
-    logger = MetricsLogger(out, name="prm", total_steps=cfg.max_steps, resume_step=step if last else None,
+    logger = rank_logger(out, name="prm", total_steps=cfg.max_steps, resume_step=step if last else None,
                            show_keys=["loss/prm", "prm/accuracy", "eval/step_auc"])
     t_start = time.time()
     try:
@@ -474,10 +481,14 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
             model.train()
             t0 = time.time()
             idx = batch_indices(len(train), step, cfg.batch_size, cfg.seed)
-            n_lab = sum(t is not None for i in idx for t in enc_train[i][2])
+            n_lab = sum(t is not None for i in idx for t in enc_train[i][2])     # the whole step's count
+            mine = shard(idx, ctx)
             loss_sum, hits = 0.0, 0.0
-            for s in range(0, len(idx), cfg.micro_batch):
-                mb = [enc_train[i] for i in idx[s:s + cfg.micro_batch]]
+            for s in ctx.micro_batches(len(mine), cfg.micro_batch):   # same count on every rank
+                if s.start == s.stop:
+                    tr.backward_nothing(one_token_scores)
+                    continue
+                mb = [enc_train[i] for i in mine[s]]
                 with autocast(cfg.bf16):
                     logits = step_logits(model, [m[0] for m in mb], [m[1] for m in mb], tok.pad_token_id)
                 pairs = [_labelled(lg.float(), m[2]) for lg, m in zip(logits, mb)]
@@ -485,20 +496,21 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
                 # Sum over this micro-batch / labelled steps in the whole step = a global mean over steps.
                 loss = F.binary_cross_entropy_with_logits(lg, y, reduction="sum") / max(1, n_lab)
                 check_finite(loss, f"prm step {step + 1}: loss")
-                loss.backward()
+                tr.backward(loss)
                 loss_sum += float(loss.detach())
                 hits += float(((lg.detach() >= 0).float() == y).sum())
-            gnorm = clip_and_check(model, cfg.grad_clip)
-            opt.step()
+            gnorm = tr.step()
             sched.step()
-            opt.zero_grad(set_to_none=True)
             step += 1
+            hits = ctx.all_sum(hits)
             n_tok = sum(len(enc_train[i][0]) for i in idx)
             metrics = {"loss/prm": loss_sum, "prm/accuracy": hits / max(1, n_lab), "prm/labelled_steps": n_lab,
                        "grad/norm": gnorm, "lr": sched.get_last_lr()[0],
                        "perf/tokens_per_s": n_tok / max(1e-9, time.time() - t0)}
+            metrics = ctx.reduce_metrics(metrics, sum_keys=("loss/prm",))
             if held and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps):
-                ev = evaluate_prm(model, held, enc_held, tok.pad_token_id, cfg)
+                with tr.gathered():
+                    ev = evaluate_prm(model, held, enc_held, tok.pad_token_id, cfg)
                 evals.append((step, ev.get("eval/step_auc")))
                 metrics.update(ev)
             logger.log(step, metrics)
@@ -510,10 +522,14 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
         raise NonFiniteError(f"prm: {e}; stopping ({where})") from None
     finally:
         logger.close()
-    save_model_dir(model, tok, out / "model")
+    with tr.gathered():                                 # ZeRO-3: full weights for the save
+        if ctx.is_main:
+            save_model_dir(model, tok, out / "model")
     final = logger.rows[-1] if logger.rows else {}
     summary = {"steps": step, "train_trajectories": len(train), "eval_trajectories": len(held), "evals": evals,
                **{k: final[k] for k in final if k.startswith("eval/")}, "model": str(out / "model"),
                "wall_s": time.time() - t_start}
-    atomic_write_json(out / "prm_summary.json", summary)
+    if ctx.is_main:
+        atomic_write_json(out / "prm_summary.json", summary)
+    ctx.barrier()
     return summary

@@ -33,12 +33,12 @@ from pydantic import field_validator, model_validator
 
 from rlvr.algos import bradley_terry_loss, pairs_from_ranking, reward_centering
 from rlvr.config import Config
+from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.errors import DataError
-from rlvr.models.value_head import ValueHeadModel, last_token_index, right_pad
-from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
-from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
-                                  clip_and_check)
-from rlvr.trainers.logger import MetricsLogger
+from rlvr.models.value_head import ValueHeadModel, last_token_index, one_token_scores, right_pad
+from rlvr.trainers.checkpoint import atomic_write_json
+from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
+from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.sft import batch_indices
 
 __all__ = ["RMConfig", "PreferenceGroup", "read_preferences", "split_holdout", "encode_sequence",
@@ -268,9 +268,15 @@ def save_model_dir(model: torch.nn.Module, tokenizer: Any, path: str | Path) -> 
 
 
 # -------------------------------------------------------------------------------------------------- training
-def train_reward_model(cfg: RMConfig, *, resume: bool = False,
-                       log_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train a BT reward model as `cfg` says; writes <output_dir>/model and rm_summary.json. Returns the summary."""
+def train_reward_model(cfg: RMConfig, *, resume: bool = False, log_fn: Callable[[str], None] = print,
+                       dist: DistributedConfig | None = None) -> dict[str, Any]:
+    """Train a BT reward model as `cfg` says; writes <output_dir>/model and rm_summary.json. Returns the summary.
+
+    Several ranks (`dist.deepspeed`): each rank trains on its strided share of every step's groups; the loss is
+    already normalised by the whole step's group count, so the summed gradient is the single-process one.
+    Accuracy and reward statistics are summed over ranks; evals run on every rank (same weights, same numbers;
+    ZeRO-3 gathers the weights for them); rank 0 writes metrics, checkpoints' metadata and the final model.
+    """
     from rlvr.models.value_head import load_value_model
     from rlvr.trainers.checkpoint import seed_everything
 
@@ -294,14 +300,15 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False,
     out = Path(cfg.output_dir)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
-    ckpts = CheckpointManager(out, keep_last=cfg.keep_last)
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    ckpts = tr.checkpoints(out, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"rm: resumed from {last.path} (step {step})")
-    logger = MetricsLogger(out, name="rm", total_steps=cfg.max_steps, resume_step=step if last else None,
+    logger = rank_logger(out, name="rm", total_steps=cfg.max_steps, resume_step=step if last else None,
                            show_keys=["loss/rm", "rm/accuracy", "eval/pairwise_accuracy"])
     t_start = time.time()
     try:
@@ -309,31 +316,36 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False,
             model.train()
             t0 = time.time()
             idx = batch_indices(len(train), step, cfg.batch_size, cfg.seed)
-            totals: dict[str, float] = {}
+            mine = shard(idx, ctx)                      # this rank's groups; the loss divides by len(idx)
+            totals = dict.fromkeys(("pairs", "correct", "margin_sum", "reward_sum", "sequences"), 0.0)
             loss_sum = 0.0
-            for s in range(0, len(idx), cfg.micro_batch):
-                mb = idx[s:s + cfg.micro_batch]
+            for s in ctx.micro_batches(len(mine), cfg.micro_batch):   # same count on every rank
+                if s.start == s.stop:
+                    tr.backward_nothing(one_token_scores)
+                    continue
+                mb = mine[s]
                 rows = [row for i in mb for row in enc_train[i]]
                 with autocast(cfg.bf16):
                     rewards = score_texts(model, rows, tok.pad_token_id)
                 margins = torch.tensor([train[i].margin for i in mb])
                 loss, st = group_loss(rewards, [len(train[i].responses) for i in mb], margins, cfg, len(idx))
                 check_finite(loss, f"rm step {step + 1}: loss")
-                loss.backward()
+                tr.backward(loss)
                 loss_sum += float(loss.detach())
-                totals = {k: totals.get(k, 0.0) + v for k, v in st.items()}
-            gnorm = clip_and_check(model, cfg.grad_clip)
-            opt.step()
+                totals = {k: totals[k] + v for k, v in st.items()}
+            gnorm = tr.step()
             sched.step()
-            opt.zero_grad(set_to_none=True)
             step += 1
+            totals = {k: ctx.all_sum(v) for k, v in totals.items()}
             n_tok = sum(len(row) for i in idx for row in enc_train[i])
             metrics = {"loss/rm": loss_sum, "rm/accuracy": totals["correct"] / totals["pairs"],
                        "rm/margin_mean": totals["margin_sum"] / totals["pairs"],
                        "rm/reward_mean": totals["reward_sum"] / totals["sequences"], "grad/norm": gnorm,
                        "lr": sched.get_last_lr()[0], "perf/tokens_per_s": n_tok / max(1e-9, time.time() - t0)}
+            metrics = ctx.reduce_metrics(metrics, sum_keys=("loss/rm",))
             if held and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps):
-                ev = evaluate_rm(model, enc_held, held, tok.pad_token_id, cfg)
+                with tr.gathered():
+                    ev = evaluate_rm(model, enc_held, held, tok.pad_token_id, cfg)
                 evals.append((step, ev["eval/pairwise_accuracy"]))
                 metrics.update(ev)
             logger.log(step, metrics)
@@ -345,9 +357,13 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False,
         raise NonFiniteError(f"rm: {e}; stopping ({where})") from None
     finally:
         logger.close()
-    save_model_dir(model, tok, out / "model")
+    with tr.gathered():                                 # ZeRO-3: full weights for the save
+        if ctx.is_main:
+            save_model_dir(model, tok, out / "model")
     summary = {"steps": step, "train_groups": len(train), "eval_groups": len(held), "evals": evals,
                "eval/pairwise_accuracy": evals[-1][1] if evals else None, "model": str(out / "model"),
                "wall_s": time.time() - t_start}
-    atomic_write_json(out / "rm_summary.json", summary)
+    if ctx.is_main:
+        atomic_write_json(out / "rm_summary.json", summary)
+    ctx.barrier()
     return summary

@@ -41,12 +41,6 @@ def run_sft(out: Path, ds: str | None, *, steps: int = 1, resume: bool = False, 
     _write(out, name, model, {k: [r[k] for r in rows] for k in ("loss/sft", "grad/norm")})
 
 
-def run_sft_zero3(out: Path, ds: str | None) -> None:
-    """The SFT step under ZeRO-3 (parameters partitioned too) when launched, one backward per rank per step (the
-    ZeRO-3 limit, see rlvr/distributed/trainable.py); plain PyTorch in one process."""
-    run_sft(out, str(REPO / "recipes" / "deepspeed" / "zero3.json") if ds else None, name="sft_zero3", grad_accum=1)
-
-
 def run_sft_resume(out: Path, ds: str | None) -> None:
     """2 SFT steps straight, and 1 step + a resume (fresh model, states from the checkpoint) to step 2."""
     run_sft(out, ds, steps=2, name="sft_straight")
@@ -78,28 +72,66 @@ def grpo_batch(groups, pad_id: int):
     return Batch(packed, rewards, gids, torch.zeros(packed.completion_ids.shape), {})
 
 
-def run_grpo_update(out: Path, ds: str | None) -> None:
-    """One policy_update (mu=2 optimizer steps, KL to a frozen reference) on 4 fixed groups: all of them in one
-    process, or groups rank::2 on each of 2 ranks (uneven token counts and micro-batch counts per rank)."""
-    from rlvr.distributed import DistributedConfig, context, prepare, reference_model, shard
+PROBES = [(["3+4=", "1"], 3), (["1+1=", "12+7=", "5+", "40+2="], 7)]   # rank r: (prompts, tokens) — uneven
+
+
+def probe_generation(model, tok, tr, rank: int) -> dict:
+    """Greedy generation of rank `rank`'s probe (different prompt counts and lengths per rank: under ZeRO-3 a
+    different number of forward passes) through an HF engine sharing the module, inside `tr.gathered()`."""
+    from rlvr.distributed import sync_weights
+    from rlvr.rollout.base import SamplingParams
+    from rlvr.rollout.hf import HFEngine
+
+    prompts, n = PROBES[rank]
+    engine = HFEngine(model, tok)
+    with tr.gathered():
+        sync_weights(engine, model)
+        groups = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=n, min_new_tokens=n))
+    return {"ids": [g[0].completion_ids for g in groups], "logprobs": [g[0].logprobs for g in groups]}
+
+
+def probes(model, tok, tr) -> list[dict]:
+    """Every rank's probe, in rank order: each rank runs its own (collected on rank 0); one process runs all."""
+    from rlvr.distributed import context
+    ctx = context()
+    if ctx.distributed:
+        return ctx.all_gather_object(probe_generation(model, tok, tr, ctx.rank))
+    return [probe_generation(model, tok, tr, r) for r in range(len(PROBES))]
+
+
+def run_grpo_update(out: Path, ds: str | None, lora: bool = False) -> None:
+    """One policy_update (mu=2 optimizer steps, KL to the reference) on 4 fixed groups: all of them in one
+    process, or groups rank::2 on each of 2 ranks (uneven token counts and micro-batch counts per rank), with
+    per-rank greedy generation before and after (`probes`). lora: adapters, reference = adapters off."""
+    from rlvr.distributed import DistributedConfig, LoRAConfig, apply_lora, context, prepare, reference_model, shard
     from rlvr.trainers.checkpoint import seed_everything
     from rlvr.trainers.common import build_optimizer, load_model_and_tokenizer
     from rlvr.trainers.grpo import GRPOConfig, policy_update
 
     seed_everything(0)
     model, tok = load_model_and_tokenizer("tiny")
+    if lora:
+        model = apply_lora(model, LoRAConfig(enabled=True, r=4, alpha=8.0))
     cfg = GRPOConfig(lr=1e-2, mu=2, micro_batch=3, beta=0.1, bf16=False, group_size=4, max_new_tokens=8)
     ref = reference_model(model)
     tr = prepare(model, build_optimizer(model, cfg.lr), DistributedConfig(deepspeed=ds), grad_clip=cfg.grad_clip)
+    before = probes(model, tok, tr)
     batch = grpo_batch(shard(fixed_grpo_groups(), context()), tok.pad_token_id)
     model.train()
     m = context().reduce_metrics(policy_update(model, ref, tr, batch, cfg), sum_keys=("loss/total",))
-    _write(out, "grpo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"]})
+    after = probes(model, tok, tr)
+    name = "grpo_update_lora" if lora else "grpo_update"
+    _write(out, name, model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"], "probes_before": before,
+                              "probes_after": after})
+
+
+def run_grpo_update_lora(out: Path, ds: str | None) -> None:
+    run_grpo_update(out, ds, lora=True)
 
 
 def run_ppo_update(out: Path, ds: str | None) -> None:
-    """One PPO update (2 epochs, one minibatch, no whitening: per-rank whitening statistics would differ) of policy
-    + separate critic on the fixed GRPO groups, split rank::2 as in run_grpo_update."""
+    """One PPO update (2 epochs, one minibatch, advantages whitened over all ranks' tokens) of policy + separate
+    critic on the fixed GRPO groups, split rank::2 as in run_grpo_update. Records each row's whitened advantages."""
     from rlvr.distributed import DistributedConfig, context, prepare, shard
     from rlvr.models.critic import ActorCritic, build_critic
     from rlvr.trainers.checkpoint import seed_everything
@@ -108,16 +140,48 @@ def run_ppo_update(out: Path, ds: str | None) -> None:
 
     seed_everything(0)
     model, tok = load_model_and_tokenizer("tiny")
-    cfg = PPOConfig(lr=1e-2, critic_lr=1e-2, ppo_epochs=2, minibatches=1, micro_batch=3, whiten_advantages=False,
+    cfg = PPOConfig(lr=1e-2, critic_lr=1e-2, ppo_epochs=2, minibatches=1, micro_batch=3, whiten_advantages=True,
                     bf16=False, max_new_tokens=8, kl_coef=0.0)
     ac = ActorCritic(model, build_critic(model, cfg.critic))
     tr = prepare(ac, _optimizer(ac, cfg), DistributedConfig(deepspeed=ds), grad_clip=cfg.grad_clip)
     batch = grpo_batch(shard(fixed_grpo_groups(), context()), tok.pad_token_id)
     data = prepare_rollout(ac, None, batch.packed, batch.rewards, cfg, 0.0)
+    mask = data.packed.completion_mask
+    adv = [data.advantages[i][mask[i]].tolist() for i in range(len(mask))]          # this rank's rows
+    per_rank = context().all_gather_object([adv[k * 4:(k + 1) * 4] for k in range(len(adv) // 4)])
+    W = len(per_rank)                                       # global group k sits on rank k % W, at k // W
+    groups = [per_rank[k % W][k // W] for k in range(len(fixed_grpo_groups()))]
     ac.train()
     m = context().reduce_metrics(ppo_update(ac, tr, data, cfg, torch.Generator().manual_seed(0)),
                                  sum_keys=("loss/total",))
-    _write(out, "ppo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"]})
+    _write(out, "ppo_update", model, {"loss/total": m["loss/total"], "grad/norm": m["grad/norm"],
+                                      "advantages": groups})
+
+
+RM_GROUPS = [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}, {"prompt": "2+2=", "chosen": "4", "rejected": "22"},
+             {"prompt": "3+", "ranked": ["4=7", "4=8", "4=9"]}, {"prompt": "5+5=", "chosen": "10", "rejected": "1",
+                                                                  "margin": 0.5},
+             {"prompt": "7+1=", "chosen": "8", "rejected": "71"}]
+
+
+def run_rm(out: Path, ds: str | None) -> None:
+    """One Bradley-Terry reward-model step over 5 groups (a 3-way ranking and a margin among them; 3 + 2 groups
+    on 2 ranks, micro-batch 2: uneven micro-batch sizes) and a held-out eval; the saved model is compared."""
+    from rlvr.distributed import DistributedConfig, context
+    from rlvr.trainers.logger import read_jsonl
+    from rlvr.trainers.reward_model import RMConfig, train_reward_model
+
+    data = out / "rm_data.jsonl"
+    if context().is_main:
+        data.write_text("".join(json.dumps(g) + "\n" for g in RM_GROUPS))
+    context().barrier()
+    cfg = RMConfig(data=[str(data)], eval_data=[str(data)], output_dir=str(out / "rm"), max_steps=1, batch_size=5,
+                   micro_batch=2, lr=1e-2, bf16=False, checkpoint_every=0, max_length=32)
+    train_reward_model(cfg, log_fn=lambda s: None, dist=DistributedConfig(deepspeed=ds))
+    if context().is_main:
+        rows = read_jsonl(out / "rm" / "rm_metrics.jsonl")
+        keys = ("loss/rm", "grad/norm", "rm/accuracy", "eval/loss")
+        (out / "rm_metrics.json").write_text(json.dumps({k: [r[k] for r in rows] for k in keys}))
 
 
 def run_dpo(out: Path, ds: str | None) -> None:
@@ -140,17 +204,24 @@ def run_dpo(out: Path, ds: str | None) -> None:
 
 
 def _write(out: Path, name: str, model, metrics: dict) -> None:
+    """Rank 0 writes the metrics and the (merged) weights; ZeRO-3's partitioned weights are gathered first."""
+    import contextlib
+
     from rlvr.distributed import context, merged_state_dict
     from safetensors.torch import save_file
 
-    if context().is_main:
-        sd = {k: v.detach().float().clone() for k, v in merged_state_dict(model).items()}
-        save_file(sd, str(out / f"{name}_params.safetensors"))
-        (out / f"{name}_metrics.json").write_text(json.dumps(metrics))
+    zero3 = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if zero3:
+        import deepspeed
+    with deepspeed.zero.GatheredParameters(zero3) if zero3 else contextlib.nullcontext():
+        if context().is_main:
+            sd = {k: v.detach().float().clone() for k, v in merged_state_dict(model).items()}
+            save_file(sd, str(out / f"{name}_params.safetensors"))
+            (out / f"{name}_metrics.json").write_text(json.dumps(metrics))
 
 
-SCENARIOS = {"sft": run_sft, "sft_zero3": run_sft_zero3, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update, "dpo": run_dpo,
-             "ppo_update": run_ppo_update}
+SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update,
+             "grpo_update_lora": run_grpo_update_lora, "dpo": run_dpo, "ppo_update": run_ppo_update, "rm": run_rm}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """DeepSpeed ZeRO-2 on 2 CPU processes (gloo) reproduces the single-process run on the tiny model.
 
 One `DS_ACCELERATOR=cpu deepspeed --num_gpus 2` launch runs the scenarios of `ds_worker.py` (SFT one step, SFT
-resume, one GRPO policy_update with mu=2 and a KL reference, one DPO step, one PPO update
-of policy + critic); the same scenarios run here in-process with plain
-PyTorch. Ranks get uneven token counts and micro-batch counts, so the global-count normalisation and the
-equal-backward-count rule are both exercised. Adam's first step is ~lr·sign(g), so parameters alone would not
-notice a wrong gradient scale: the gradient norms are compared too.
+resume, one GRPO policy_update with mu=2 and a KL reference plus per-rank generation, one DPO step, one PPO
+update of policy + critic with advantages whitened across ranks, one reward-model step); the same scenarios run
+in-process with plain PyTorch (`single`, shared with test_deepspeed_zero3.py). Ranks get uneven token counts and
+micro-batch counts, so the global-count normalisation and the equal-backward-count rule are both exercised.
+Adam's first step is ~lr·sign(g), so parameters alone would not notice a wrong gradient scale: the gradient
+norms are compared too.
 """
 from __future__ import annotations
 
@@ -57,13 +58,10 @@ def launch(scenarios: str, out: Path, ds_config: Path, timeout: float = 240) -> 
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed")
-    worker = _worker()
+def runs(tmp_path_factory, single):
     root = tmp_path_factory.mktemp("zero2")
-    for name in ("sft", "grpo_update", "dpo", "ppo_update", "sft_zero3"):
-        worker.SCENARIOS[name](root / "single", None)
-    launch("sft,sft_resume,grpo_update,dpo,ppo_update,sft_zero3", root / "ds", ZERO2)
+    (root / "single").symlink_to(single)
+    launch("sft,sft_resume,grpo_update,dpo,ppo_update,rm", root / "ds", ZERO2)
     return root
 
 
@@ -82,11 +80,12 @@ def _initial() -> dict[str, torch.Tensor]:
 
 
 def _assert_same_update(single: dict, ds: dict, init: dict, lr_steps: float) -> None:
-    """Same keys; both runs moved the weights (by ~lr per Adam step) and their updates agree: relative L2 error
-    of the whole update < 1e-3. (Per element, Adam's first step g/(|g|+eps) amplifies rounding where |g| ~ eps.)"""
+    """Same keys; both runs moved the weights (by ~lr per Adam step; lr_steps=0: at all) and their updates agree:
+    relative L2 error of the whole update < 1e-3. (Per element, Adam's first step g/(|g|+eps) amplifies rounding
+    where |g| ~ eps.)"""
     assert sorted(single) == sorted(ds)
     moved = max((single[k] - init[k]).abs().max().item() for k in single)
-    assert moved > 0.5 * lr_steps
+    assert moved > 0.5 * lr_steps and moved > 0
     upd = torch.cat([(single[k] - init[k]).flatten() for k in single])
     err = torch.cat([(single[k] - ds[k]).flatten() for k in single])
     rel = (err.norm() / upd.norm()).item()
@@ -101,13 +100,29 @@ def test_sft_first_step_matches_single_process(runs):
                         _params(runs / "ds" / "sft_params.safetensors"), _initial(), lr_steps=1e-2)
 
 
-def test_grpo_update_matches_single_process(runs):
-    a = _metrics(runs / "single" / "grpo_update_metrics.json")
-    b = _metrics(runs / "ds" / "grpo_update_metrics.json")
+def assert_same_probes(a: list[dict], b: list[dict], atol: float) -> None:
+    """Each rank's greedy generation (token ids, and their log-probs to atol) equals the one-process run's."""
+    assert len(a) == len(b) == 2
+    for pa, pb in zip(a, b):
+        assert pb["ids"] == pa["ids"]
+        for la, lb in zip(pa["logprobs"], pb["logprobs"]):
+            assert lb == pytest.approx(la, abs=atol)
+
+
+def check_grpo_update(runs: Path, name: str = "grpo_update", lr_steps: float = 2e-2) -> None:
+    a = _metrics(runs / "single" / f"{name}_metrics.json")
+    b = _metrics(runs / "ds" / f"{name}_metrics.json")
     assert b["loss/total"] == pytest.approx(a["loss/total"], rel=1e-4, abs=1e-7)
     assert b["grad/norm"] == pytest.approx(a["grad/norm"], rel=1e-4)
-    _assert_same_update(_params(runs / "single" / "grpo_update_params.safetensors"),
-                        _params(runs / "ds" / "grpo_update_params.safetensors"), _initial(), lr_steps=2e-2)
+    _assert_same_update(_params(runs / "single" / f"{name}_params.safetensors"),
+                        _params(runs / "ds" / f"{name}_params.safetensors"), _initial(), lr_steps=lr_steps)
+    assert_same_probes(a["probes_before"], b["probes_before"], atol=1e-5)
+    assert_same_probes(a["probes_after"], b["probes_after"], atol=1e-4)
+    assert a["probes_after"] != a["probes_before"]                  # the update changed what is generated
+
+
+def test_grpo_update_matches_single_process(runs):
+    check_grpo_update(runs)
 
 
 def test_zero2_checkpoint_is_complete_and_loadable(runs):
@@ -145,23 +160,41 @@ def test_dpo_step_matches_single_process(runs):
                         _params(runs / "ds" / "dpo_params.safetensors"), _initial(), lr_steps=1e-2)
 
 
-def test_ppo_update_matches_single_process(runs):
+def check_ppo_update(runs: Path) -> None:
     a = _metrics(runs / "single" / "ppo_update_metrics.json")
     b = _metrics(runs / "ds" / "ppo_update_metrics.json")
+    # Advantages whitened with every rank's tokens: each row's values equal the one-process whitening.
+    for ga, gb in zip(a["advantages"], b["advantages"], strict=True):
+        for ra, rb in zip(ga, gb, strict=True):
+            assert rb == pytest.approx(ra, abs=1e-5)
     assert b["loss/total"] == pytest.approx(a["loss/total"], rel=1e-4)
     assert b["grad/norm"] == pytest.approx(a["grad/norm"], rel=1e-4)
     _assert_same_update(_params(runs / "single" / "ppo_update_params.safetensors"),
                         _params(runs / "ds" / "ppo_update_params.safetensors"), _initial(), lr_steps=2e-2)
 
 
-def test_zero3_sft_step_matches_single_process(runs):
-    """ZeRO-3 (weights partitioned; the checkpoint's model/ gathers them) with one backward per rank per step."""
+def test_ppo_update_matches_single_process(runs):
+    check_ppo_update(runs)
+
+
+def _rm_weights(run: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
-    a = _metrics(runs / "single" / "sft_zero3_metrics.json")
-    b = _metrics(runs / "ds" / "sft_zero3_metrics.json")
-    assert b["loss/sft"][0] == pytest.approx(a["loss/sft"][0], rel=1e-5)
+    model = run / "rm" / "model"
+    return {**{f"backbone.{k}": v for k, v in load_file(str(model / "model.safetensors")).items()},
+            **load_file(str(model / "value_head.safetensors"))}
+
+
+def test_reward_model_step_matches_single_process(runs):
+    """BT loss over pairs, a 3-way ranking and a margin: one step on 2 ranks (3 + 2 groups) = one process."""
+    from rlvr.models.value_head import load_value_model
+    from rlvr.trainers.checkpoint import seed_everything
+
+    a, b = _metrics(runs / "single" / "rm_metrics.json"), _metrics(runs / "ds" / "rm_metrics.json")
+    assert b["loss/rm"][0] == pytest.approx(a["loss/rm"][0], rel=1e-5)
     assert b["grad/norm"][0] == pytest.approx(a["grad/norm"][0], rel=1e-4)
-    gathered = load_file(str(runs / "ds" / "sft_zero3" / "checkpoints" / "step-00000001" / "model" / "model.safetensors"))
-    single = _params(runs / "single" / "sft_zero3_params.safetensors")
-    single = {k: v for k, v in single.items() if k in gathered}              # lm_head is tied: saved once
-    _assert_same_update(single, gathered, _initial(), lr_steps=1e-2)
+    assert b["rm/accuracy"] == a["rm/accuracy"]                            # summed over ranks
+    assert b["eval/loss"][0] == pytest.approx(a["eval/loss"][0], rel=1e-4)
+    seed_everything(0)                                                      # the trainer's head init
+    init = {k: v.float() for k, v in load_value_model("tiny", expect_kind="reward")[0].state_dict().items()}
+    single, ds = _rm_weights(runs / "single"), _rm_weights(runs / "ds")
+    _assert_same_update(single, ds, {k: init[k] for k in single}, lr_steps=1e-2)

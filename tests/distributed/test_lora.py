@@ -141,3 +141,73 @@ def test_pipeline_with_lora_saves_merged_stage_models(tmp_path):
     emb = "model.embed_tokens.weight"
     assert torch.equal(sft.state_dict()[emb], base.state_dict()[emb])                  # not adapted: unchanged
     assert json.loads((tmp_path / "summary.json").read_text())["stages"][-1]["steps"] == 1
+
+
+def test_ppo_lora_critic_has_its_own_adapters_on_the_base_trunk():
+    from rlvr.models.critic import ActorCritic, build_critic
+
+    base, tok = load_model_and_tokenizer("tiny")
+    model, _ = tiny_lora()
+    train_adapters(model)
+    critic = build_critic(model, "separate")
+    ac = ActorCritic(model, critic)
+    assert not ac.shared and critic.meta["lora"] is True
+    # Its own adapters (same LoRA settings: 40,960 as for the policy) + the head (H + 1 = 129); the base frozen.
+    assert sum(p.numel() for p in critic.parameters() if p.requires_grad) == 40_960 + 129
+    assert not {id(p) for p in critic.parameters()} & {id(p) for p in model.parameters()}
+    # The critic's trunk is the *base* trunk: the policy's trained adapters are not in it.
+    plain = {k.replace(".base_layer.", "."): v for k, v in critic.backbone.state_dict().items() if "lora_" not in k}
+    for k, v in base.model.state_dict().items():
+        assert torch.equal(plain[k], v), k
+    batch = sample_batch(tok)
+    from rlvr.models.critic import completion_values
+    with torch.no_grad():
+        v0 = completion_values(critic, batch)
+        with model.disable_adapter():                   # the reference view leaves the critic alone
+            assert torch.equal(completion_values(critic, batch), v0)
+    torch.nn.init.normal_(critic.head.weight)           # (a fresh head is 0: no gradient reaches the trunk yet)
+    completion_values(critic, batch).sum().backward()
+    assert all(p.grad is None for p in model.parameters())                     # the value loss stays in the critic
+    assert any(p.grad.abs().max() > 0 for n, p in critic.named_parameters() if "lora_B" in n)
+    assert all(p.grad is None for n, p in critic.named_parameters() if "lora_" not in n and "head" not in n)
+    shared = build_critic(model, "shared")
+    assert shared.backbone is model.get_base_model().model      # the policy's adapted trunk
+
+
+def test_ppo_with_lora_trains_adapters_and_resumes(tmp_path):
+    """2 PPO steps with LoRA (KL to the adapters-off reference; an entropy bonus, since the tiny model scores 0
+    here): base weights stay, the policy's adapters move; 1 step + resume (policy adapters and critic back from
+    the checkpoint) = 2 straight steps."""
+    from rlvr.rollout import get_engine
+    from rlvr.trainers.ppo import PPOConfig, train_ppo
+    from tasks.registry import get_task
+
+    task = get_task("arithmetic", digits=1, ops="+", reverse_answer=True, answer_format="plain", n_test=5,
+                    n_train=20)
+
+    def run(out, steps, resume=False):
+        model, tok = tiny_lora()
+        cfg = PPOConfig(steps=steps, prompts_per_step=4, samples_per_prompt=2, max_new_tokens=4, ppo_epochs=2,
+                        micro_batch=4, lr=1e-2, critic_lr=1e-2, kl_coef=0.05, entropy_coef=0.1, bf16=False,
+                        eval_every=0, checkpoint_every=1)
+        train_ppo(model, tok, get_engine("hf", model=model, tokenizer=tok), task, task.load("train"), cfg,
+                  out_dir=out, resume=resume, log_fn=lambda s: None)
+        return model
+
+    straight = run(tmp_path / "a", 2)
+    base, _ = load_model_and_tokenizer("tiny")
+    sd = straight.get_base_model().state_dict()
+    q = "model.layers.0.self_attn.q_proj"
+    assert torch.equal(sd[f"{q}.base_layer.weight"], base.state_dict()[f"{q}.weight"])     # base frozen
+    assert sd[f"{q}.lora_B.default.weight"].abs().max() > 0                                 # adapters trained
+    ckpt = tmp_path / "a" / "checkpoints" / "step-00000002" / "model"
+    assert (ckpt / "adapter").is_dir() and (ckpt / "critic.safetensors").exists()
+    from safetensors.torch import load_file
+    critic_sd = load_file(str(ckpt / "critic.safetensors"))
+    assert any("lora_A" in k for k in critic_sd) and critic_sd["critic.head.bias"].abs().max() > 0
+    run(tmp_path / "b", 1)
+    resumed = run(tmp_path / "b", 2, resume=True)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert torch.equal(load_file(str(tmp_path / "b" / "checkpoints" / "step-00000002" / "model" /
+                                     "critic.safetensors"))["critic.head.bias"], critic_sd["critic.head.bias"])

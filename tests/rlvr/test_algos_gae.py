@@ -96,3 +96,21 @@ def test_whiten():
     assert got.flatten().tolist() == pytest.approx([-1 / s, 0.0, 1 / s, 0.0])
     with pytest.raises(ValueError, match="at least 2"):
         whiten(x, torch.tensor([[1, 0], [0, 0]]))
+
+
+def test_whiten_statistics_over_ranks():
+    """all_sum makes n, Σx and Σ(x - mean)² global: here a fake second rank holding the same 4 values doubles
+    every sum, so n = 8, mean = 2.5, var = 2·5 / 7 (not 5 / 3 as for this rank alone)."""
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    calls = []
+
+    def twin_rank_sum(v):
+        calls.append(v)
+        return 2 * v
+
+    got = whiten(x, all_sum=twin_rank_sum, eps=0.0).flatten().tolist()
+    assert got == pytest.approx([(v - 2.5) / math.sqrt(10 / 7) for v in (1, 2, 3, 4)])
+    assert calls == [4, 10.0, 5.0]            # n, Σx, Σ(x - mean)² of this rank
+    with pytest.raises(ValueError, match="at least 2"):     # the global count decides
+        whiten(x, torch.tensor([[1, 0], [0, 0]]), all_sum=lambda v: v)
+    assert whiten(x, torch.tensor([[1, 0], [0, 0]]), all_sum=twin_rank_sum)[0, 0] == 0.0   # both ranks hold 1

@@ -26,13 +26,13 @@ def _files(ctx) -> list[str]:
     return out
 
 
-@register_stage("rm", RMConfig, check=needs_data, produces_model=False)
+@register_stage("rm", RMConfig, check=needs_data, produces_model=False, collective=True)
 def run_rm(ctx, cfg: RMConfig) -> StageResult:
     """Train a BT reward model on the stage's pair data; reports held-out pairwise accuracy."""
     from rlvr.trainers.reward_model import train_reward_model
     cfg = cfg.model_copy(update={"model": ctx.model_path(), "data": _files(ctx), "output_dir": str(ctx.dir),
                                  "seed": ctx.seed})
-    summary = train_reward_model(cfg, resume=True, log_fn=ctx.log)
+    summary = train_reward_model(cfg, resume=True, log_fn=ctx.log, dist=ctx.dist)
     return StageResult(scalars(summary), summary["model"])
 
 
@@ -44,7 +44,7 @@ class PRMStageConfig(PRMConfig):
         return self
 
 
-@register_stage("prm", PRMStageConfig, produces_model=False)
+@register_stage("prm", PRMStageConfig, produces_model=False, collective=True)
 def run_prm(ctx, cfg: PRMStageConfig) -> StageResult:
     """Train a process reward model on step-labelled files (stage `data`) or the config's synthetic chains."""
     from rlvr.errors import ConfigError
@@ -54,5 +54,5 @@ def run_prm(ctx, cfg: PRMStageConfig) -> StageResult:
         raise ConfigError(f"stages.{ctx.spec.name}: a prm stage needs `data` files or config.synthetic")
     full = PRMConfig.model_validate({**cfg.model_dump(), "model": ctx.model_path(), "data": files,
                                      "output_dir": str(ctx.dir), "seed": ctx.seed})
-    summary = train_prm(full, resume=True, log_fn=ctx.log)
+    summary = train_prm(full, resume=True, log_fn=ctx.log, dist=ctx.dist)
     return StageResult(scalars(summary), summary.get("model") or str(Path(ctx.dir) / "model"))
