@@ -87,10 +87,18 @@ class Runner:
         from rlvr.rollout import get_engine
         if self._engine_model is not model:
             self.close_engine()
-            self._engine = get_engine(self.recipe.rollout.backend, model=model, tokenizer=tokenizer,
-                                      autocast_bf16=self.recipe.rollout.bf16)
+            ro = self.recipe.rollout
+            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, autocast_bf16=ro.bf16,
+                                      **({"dtype": ro.dtype} if ro.dtype else {}))
             self._engine_model = model
         return self._engine
+
+    def synced_engine(self, model, tokenizer):
+        """engine() with the model's current weights (a no-op for an engine sharing the module; a copy or a
+        vLLM engine is refreshed, since an SFT stage trains without telling the engine)."""
+        engine = self.engine(model, tokenizer)
+        engine.update_weights(model)
+        return engine
 
     def close_engine(self) -> None:
         if self._engine is not None:
@@ -100,15 +108,17 @@ class Runner:
     def greedy(self, model, tokenizer) -> float:
         from rlvr.eval import greedy_pass_at_1
         t = self.recipe.task
-        return greedy_pass_at_1(self.eval_task, self.engine(model, tokenizer), split=t.eval_split, limit=t.eval_limit,
-                                tokenizer=tokenizer, max_new_tokens=self.recipe.eval.max_new_tokens)
+        return greedy_pass_at_1(self.eval_task, self.synced_engine(model, tokenizer), split=t.eval_split,
+                                limit=t.eval_limit, tokenizer=tokenizer,
+                                max_new_tokens=self.recipe.eval.max_new_tokens)
 
     def full_eval(self, model, tokenizer, name: str) -> dict[str, Any]:
         from rlvr.eval import evaluate
         ev, t = self.recipe.eval, self.recipe.task
-        metrics = evaluate(self.eval_task, self.engine(model, tokenizer), n=ev.n, ks=ev.ks, split=t.eval_split,
-                           limit=t.eval_limit, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
-                           tokenizer=tokenizer, out_dir=self.out / name, seed=self.recipe.seed, progress=False)
+        metrics = evaluate(self.eval_task, self.synced_engine(model, tokenizer), n=ev.n, ks=ev.ks,
+                           split=t.eval_split, limit=t.eval_limit, temperature=ev.temperature,
+                           max_new_tokens=ev.max_new_tokens, tokenizer=tokenizer, out_dir=self.out / name,
+                           seed=self.recipe.seed, progress=False)
         # Flatten {"value", "ci"} entries so summaries and reports can read plain numbers.
         metrics = {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in metrics.items()}
         metrics["greedy_pass@1"] = self.greedy(model, tokenizer)
@@ -125,16 +135,19 @@ class Runner:
     def finish(self, name: str, model, tokenizer, summary: dict) -> None:
         """Save the stage's model (LoRA: merged into the base weights) and its DONE marker; rank 0 only."""
         from rlvr.distributed import context, save_model
-        if context().is_main:
-            save_model(model, self.stage_dir(name) / "model", tokenizer=tokenizer)
-            atomic_write_json(self.stage_dir(name) / "DONE.json", summary)
+        from rlvr.distributed.zero3 import full_parameters
+        with full_parameters(model):                        # ZeRO-3: the trained model is still partitioned
+            if context().is_main:
+                save_model(model, self.stage_dir(name) / "model", tokenizer=tokenizer)
+                atomic_write_json(self.stage_dir(name) / "DONE.json", summary)
         context().barrier()
 
     def load(self, name: str | None, *, train: bool = False):
         """The start model of a stage (`train`: with fresh LoRA adapters when the recipe asks for them)."""
         from rlvr.distributed import apply_lora
         path = str(self.stage_dir(name) / "model") if name else self.recipe.model.path
-        model, tok = load_model_and_tokenizer(path, dtype=self.recipe.model.dtype)
+        model, tok = load_model_and_tokenizer(path, dtype=self.recipe.model.dtype,
+                                              attn_implementation=self.recipe.model.attn_implementation)
         return (apply_lora(model, self.recipe.lora) if train else model), tok
 
     def run_sft(self, name: str, start: str | None, examples, cfg, seed_offset: int) -> dict:

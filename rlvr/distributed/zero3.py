@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-__all__ = ["full_weights", "clear_backward_seen"]
+__all__ = ["full_weights", "full_parameters", "clear_backward_seen"]
 
 
 def _offload(engine: Any) -> Any:
@@ -50,6 +50,20 @@ def full_weights(engine: Any) -> Iterator[None]:
                 root_hooks[off.fwd_pre_hook.id] = start_hook
                 root_hooks.move_to_end(off.fwd_pre_hook.id, last=False)    # first, as registered
             off._register_deepspeed_module(off.module)                    # (invalidates the prefetch trace)
+
+
+@contextlib.contextmanager
+def full_parameters(model: Any) -> Iterator[None]:
+    """Context (enter on every rank together): a ZeRO-3-partitioned model's full parameters, read-only (hooks
+    stay: for saving or reading weights, not for forward passes); a no-op for any other model. Stage saves use
+    it: after training the model object is still partitioned."""
+    params = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        yield
+        return
+    import deepspeed
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
 
 
 def clear_backward_seen(engine: Any) -> None:

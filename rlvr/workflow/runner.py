@@ -61,14 +61,16 @@ class StageContext:
         import shutil
 
         from rlvr.distributed import context, save_model
+        from rlvr.distributed.zero3 import full_parameters
         path = self.dir / "model"
-        if context().is_main:
-            tmp = self.dir / ".model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_model(model, tmp, tokenizer=tokenizer)
-            if path.exists():
-                shutil.rmtree(path)
-            os.rename(tmp, path)
+        with full_parameters(model):                        # ZeRO-3: the trained model is still partitioned
+            if context().is_main:
+                tmp = self.dir / ".model.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                save_model(model, tmp, tokenizer=tokenizer)
+                if path.exists():
+                    shutil.rmtree(path)
+                os.rename(tmp, path)
         if get_stage_kind(self.spec.kind).collective:
             context().barrier()
         return str(path)
