@@ -2,20 +2,31 @@
 
 Fixed work per step: 4 prompts x 8 completions, exactly 64 new tokens each (min_new_tokens = max_new_tokens),
 prompts of ~50 tokens (GSM8K questions, plain layout), beta = 0.04 (so a reference forward runs too).
-The first step is a warm-up; the median of the timed steps is reported with its generate / verify / train split.
+The first step is a warm-up; the median of the timed steps is reported with its generate / verify / train split
+and the train split's parts (reference forward, policy forward+backward, optimizer, weight sync).
 
-    python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm] [--no-bf16]
+    python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm] [--baseline] [--compare]
+                                   [--profile] [--no-bf16] [--micro-batch N] [--threads N] [--attn sdpa|eager]
 
-Last line: {"sec_per_step": ..., "generate_s": ..., "verify_s": ..., "train_s": ...}
+`--baseline` restores the settings this benchmark started from (SDPA attention, full float32 log-softmax over
+[B, T, V], micro-batches of 8, generation on the fp32 trainer module under autocast); `--compare` runs baseline
+and optimised steps alternately in one process (same box load for both) and prints both tables.
+What dominates, measured: docs/performance.md.
+
+Last line: {"sec_per_step": ..., "generate_s": ..., "verify_s": ..., "train_s": ...} (the optimised variant's).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
 import statistics
 import time
+from typing import Any
+
+PARTS = ("generate_s", "verify_s", "train_s", "ref_s", "fwd_bwd_s", "optimizer_s", "sync_s", "sec_per_step")
 
 
 def pick_prompts(tokenizer, n: int, target: int = 50):
@@ -26,21 +37,119 @@ def pick_prompts(tokenizer, n: int, target: int = 50):
     return sorted(exs, key=lambda e: (abs(len(tokenizer(e.question)["input_ids"]) - target), e.id))[:n]
 
 
+def full_logsoftmax_token_logprobs(logits, tokens, *, temperature=1.0, with_entropy=False, chunk_elems=0):
+    """The pre-optimisation path (for --baseline): a float32 copy of all logits, then log-softmax gather and
+    entropy over the full [N, V] tensor, all of it kept for the backward."""
+    from rlvr.algos import entropy_from_logits, logprobs_from_logits
+
+    z = logits.float() / temperature
+    return logprobs_from_logits(z, tokens), (entropy_from_logits(z) if with_entropy else None)
+
+
+@dataclasses.dataclass
+class Variant:
+    """One configuration of the step: its own policy, reference, optimizer and rollout engine."""
+
+    name: str
+    baseline: bool
+    model: Any
+    ref: Any
+    opt: Any
+    engine: Any
+    cfg: Any
+    rows: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+    @contextlib.contextmanager
+    def active(self):
+        """The baseline swaps the full-log-softmax path into completion_logprobs while it runs."""
+        import rlvr.algos
+
+        fast = rlvr.algos.token_logprobs
+        if self.baseline:
+            rlvr.algos.token_logprobs = full_logsoftmax_token_logprobs
+        try:
+            yield
+        finally:
+            rlvr.algos.token_logprobs = fast
+
+
+def build_variant(name: str, baseline: bool, base_model, tok, args) -> Variant:
+    import torch
+
+    from rlvr.rollout import get_engine
+    from rlvr.trainers.common import build_optimizer
+    from rlvr.trainers.grpo import GRPOConfig
+
+    bf16 = not args.no_bf16
+    model = copy.deepcopy(base_model)
+    model.set_attn_implementation("sdpa" if baseline else args.attn)
+    micro = 8 if baseline else args.micro_batch
+    cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
+                     dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    if baseline or not bf16 or args.backend != "hf":
+        engine = get_engine(args.backend, model=model, tokenizer=tok, autocast_bf16=bf16)
+    else:  # a bf16 copy samples (no per-step weight casts); update_weights copies the fp32 weights into it
+        gen = copy.deepcopy(model).to(torch.bfloat16).eval()
+        gen.set_attn_implementation(args.gen_attn)
+        engine = get_engine("hf", model=gen, tokenizer=tok)
+    return Variant(name, baseline, model, ref, build_optimizer(model, cfg.lr), engine, cfg)
+
+
+def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
+    from rlvr.trainers.grpo import PromptStream, collect_batch, policy_update
+
+    with v.active():
+        t0 = time.perf_counter()
+        v.model.eval()
+        batch = collect_batch(v.engine, task, examples, PromptStream(len(examples), seed=step), v.cfg, tok,
+                              seed=step)
+        t1 = time.perf_counter()
+        v.model.train()
+        m = policy_update(v.model, v.ref, v.opt, batch, v.cfg)
+        t2 = time.perf_counter()
+        v.engine.update_weights(v.model)
+        t3 = time.perf_counter()
+    row = {"step": step, "sec_per_step": t3 - t0, "generate_s": batch.metrics["time/generate_s"],
+           "verify_s": batch.metrics["time/verify_s"], "train_s": t3 - t1, "ref_s": m["time/ref_s"],
+           "optimizer_s": m["time/optimizer_s"], "sync_s": t3 - t2,
+           "new_tokens": int(batch.packed.completion_mask.sum())}
+    row["fwd_bwd_s"] = (t2 - t1) - row["ref_s"] - row["optimizer_s"]
+    v.rows.append(row)
+    return row
+
+
+def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    timed = rows[1:] or rows
+    return {k: statistics.median(r[k] for r in timed) for k in PARTS}
+
+
+def print_table(title: str, med: dict[str, float]) -> None:
+    print(f"\n{title}")
+    print(f"{'part':<16}{'median s':>10}{'share':>8}")
+    for k in PARTS:
+        indent = "  " if k in ("ref_s", "fwd_bwd_s", "optimizer_s", "sync_s") else ""
+        print(f"{indent + k:<16}{med[k]:>10.2f}{med[k] / med['sec_per_step']:>8.0%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="HF model dir (default: SmolLM2-135M converted from GGUF)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
-    ap.add_argument("--backend", default="hf")
-    ap.add_argument("--no-bf16", action="store_true", help="fp32 everywhere (the slow baseline)")
-    ap.add_argument("--micro-batch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backend", default="hf", help="rollout engine: hf | vllm")
+    ap.add_argument("--no-bf16", action="store_true", help="fp32 everywhere")
+    ap.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--attn", default="eager", help="attention kernel of the training passes: eager | sdpa")
+    ap.add_argument("--gen-attn", default="sdpa", help="attention kernel of the bf16 sampling copy")
+    ap.add_argument("--baseline", action="store_true", help="only the pre-optimisation settings")
+    ap.add_argument("--compare", action="store_true", help="baseline and optimised steps alternately")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of the last optimised step")
     args = ap.parse_args()
 
     import torch
 
-    from rlvr.rollout import get_engine
-    from rlvr.trainers.common import build_optimizer, load_model_and_tokenizer
-    from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch, policy_update
+    from rlvr.trainers.common import load_model_and_tokenizer
     from tasks.base import PromptTemplate
     from tasks.registry import get_task
 
@@ -49,41 +158,39 @@ def main() -> None:
     if args.model is None:
         from rlvr.models.gguf import smollm2_dir
         args.model = str(smollm2_dir())
-    bf16 = not args.no_bf16
     model, tok = load_model_and_tokenizer(args.model)
     task = get_task("gsm8k")
     task = dataclasses.replace(task, template=PromptTemplate(plain="{user}", chat=False), _cache={})
     examples = pick_prompts(tok, 4)
-    cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
-                     dynamic_sampling=False, micro_batch=args.micro_batch, bf16=bf16, lr=1e-6)
-    engine = get_engine(args.backend, model=model, tokenizer=tok, autocast_bf16=bf16)
-    ref = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = build_optimizer(model, cfg.lr)
-    rows = []
+    wanted = [("baseline", True)] if args.baseline else [("optimised", False)]
+    if args.compare:
+        wanted = [("baseline", True), ("optimised", False)]
+    variants = [build_variant(name, base, model, tok, args) for name, base in wanted]
+    del model
     for step in range(args.steps + 1):
-        t0 = time.perf_counter()
-        model.eval()
-        batch = collect_batch(engine, task, examples, PromptStream(len(examples), seed=step), cfg, tok, seed=step)
-        t1 = time.perf_counter()
-        model.train()
-        policy_update(model, ref, opt, batch, cfg)
-        engine.update_weights(model)
-        t2 = time.perf_counter()
-        row = {"step": step, "sec_per_step": t2 - t0, "generate_s": batch.metrics["time/generate_s"],
-               "verify_s": batch.metrics["time/verify_s"], "train_s": t2 - t1,
-               "new_tokens": int(batch.packed.completion_mask.sum())}
-        rows.append(row)
-        print(f"step {step}{' (warm-up)' if step == 0 else ''}: " +
-              "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k.endswith("_s") or k == "sec_per_step"))
-    timed = rows[1:] or rows
-    med = {k: statistics.median(r[k] for r in timed) for k in ("sec_per_step", "generate_s", "verify_s", "train_s")}
-    print(f"\nGRPO step, {args.model.rstrip('/').split('/')[-1]}, 4x8 completions x 64 tokens, beta=0.04, "
-          f"backend={args.backend}, bf16={bf16}, threads={torch.get_num_threads()}")
-    print(f"{'part':<14}{'median s':>10}{'share':>8}")
-    for k in ("generate_s", "verify_s", "train_s", "sec_per_step"):
-        print(f"{k:<14}{med[k]:>10.2f}{med[k] / med['sec_per_step']:>8.0%}")
-    engine.close()
-    print(json.dumps({k: round(v, 3) for k, v in med.items()}))
+        for v in variants:
+            last = step == args.steps and args.profile and not v.baseline
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if last \
+                else contextlib.nullcontext()
+            with prof:
+                row = run_step(v, task, examples, tok, step)
+            print(f"{v.name} step {step}{' (warm-up)' if step == 0 else ''}: " +
+                  "  ".join(f"{k}={row[k]:.2f}" for k in PARTS), flush=True)
+            if last:
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    header = (f"GRPO step, {args.model.rstrip('/').split('/')[-1]}, 4x8 completions x 64 tokens, beta=0.04, "
+              f"backend={args.backend}, bf16={not args.no_bf16}, threads={torch.get_num_threads()}")
+    for v in variants:
+        c = v.cfg
+        print_table(f"{header}\n{v.name}: micro_batch={c.micro_batch}, "
+                    f"attn={v.model.config._attn_implementation}, "
+                    f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
+                    f"sampler={'shared fp32 module' if getattr(v.engine, 'model', None) is v.model else 'own copy'}",
+                    medians(v.rows))
+    for v in variants:
+        v.engine.close()
+    print(json.dumps({k: round(medians(variants[-1].rows)[k], 3)
+                      for k in ("sec_per_step", "generate_s", "verify_s", "train_s")}))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ class ModelConfig(Config):
     """HF model dir / hub name, or `tiny` for the embedded 0.86M-param char-level Llama"""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """parameter dtype (keep float32 master weights and use bf16 autocast on CPU)"""
+    attn_implementation: str = "auto"
+    """HF attention kernel: auto (eager on CPU, whose SDPA backward is slow; sdpa on CUDA) | eager | sdpa | ..."""
 
 
 class VerifierSpec(Config):
@@ -61,6 +63,9 @@ class RolloutConfig(Config):
     """rollout engine: hf (or vllm where installed)"""
     bf16: bool = True
     """bf16 autocast during generation"""
+    dtype: str | None = None
+    """weights to sample with, e.g. bfloat16: the engine keeps its own copy in that dtype, refreshed after every
+    update (faster sampling for real models on CPU); None: share the trainer's module"""
 
 
 class SFTStageConfig(SFTConfig):
