@@ -490,7 +490,8 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
             metrics["time/step_s"] = time.time() - t0
             metrics = ctx.reduce_metrics(metrics)    # every metric here is a per-item mean: averaged over ranks
             if evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                score = ctx.broadcast_object(float(evaluate(model)))
+                with tr.gathered():   # ZeRO-3: full weights, no collectives inside the eval's generation
+                    score = ctx.broadcast_object(float(evaluate(model)))
                 evals.append((step, score))
                 metrics["eval/pass@1"] = score
             logger.log(step, metrics)

@@ -7,7 +7,8 @@ rank and hide exactly what ZeRO-3 changes (every forward all-gathers the weights
 - GRPO policy_update (mu = 2, uneven micro-batch counts per rank, zero-loss fill-in backwards), with greedy
   generation through an HF engine before and after — a different number of forward passes on each rank, run
   inside `Trainable.gathered()`; the same with LoRA (the reference is the adapters-off policy);
-- a PPO update of policy + separate critic, advantages whitened across ranks.
+- a PPO update of policy + separate critic, advantages whitened across ranks;
+- a DPO step and a reward-model step (evals inside `gathered()`, the final model gathered for the save).
 Each is compared with the one-process run (`single`, shared with test_deepspeed_zero2.py).
 """
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pytest
 
 from tests.distributed.test_deepspeed_zero2 import (HERE, _assert_same_update, _initial, _metrics, _params,
                                                     check_grpo_update, check_ppo_update, launch)
+# The same DPO and reward-model checks, collected here against this module's ZeRO-3 `runs`:
+from tests.distributed.test_deepspeed_zero2 import (test_dpo_step_matches_single_process,  # noqa: F401
+                                                    test_reward_model_step_matches_single_process)  # noqa: F401
 
 pytestmark = pytest.mark.distributed
 
@@ -28,7 +32,7 @@ ZERO3 = HERE / "zero3_partitioned.json"
 def runs(tmp_path_factory, single) -> Path:
     root = tmp_path_factory.mktemp("zero3")
     (root / "single").symlink_to(single)
-    launch("sft,grpo_update,grpo_update_lora,ppo_update", root / "ds", ZERO3)
+    launch("sft,grpo_update,grpo_update_lora,ppo_update,dpo,rm", root / "ds", ZERO3)
     return root
 
 
