@@ -42,7 +42,10 @@ class SFTConfig(Config):
     completion_only: bool = True
     """mask prompt tokens out of the loss"""
     max_length: int = 512
-    """truncate prompt+completion to this many tokens"""
+    """truncate prompt+completion to this many tokens (also the packed row length)"""
+    packing: bool = False
+    """concatenate each micro-batch's examples into rows of up to max_length tokens; per-example position ids
+    make attention block-diagonal (no attending across examples) and the loss is unchanged, only padding goes"""
     eval_every: int = 50
     """steps between held-out evaluations (0: never)"""
     stop_at_pass1: float | None = None
@@ -107,9 +110,53 @@ def batch_indices(n: int, step: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
+def pack_groups(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Greedy first-fit packing in order: indices of `lengths` grouped so each group's total is <= capacity
+    (an example longer than capacity gets a row of its own). Deterministic; order inside a row is kept."""
+    groups: list[list[int]] = []
+    room: list[int] = []
+    for i, n in enumerate(lengths):
+        slot = next((g for g, r in enumerate(room) if r >= n), None)
+        if slot is None:
+            groups.append([i])
+            room.append(capacity - n)
+        else:
+            groups[slot].append(i)
+            room[slot] -= n
+    return groups
+
+
+def collate_packed(rows: list[tuple[list[int], list[bool]]], pad_id: int, capacity: int) -> dict[str, torch.Tensor]:
+    """Examples concatenated into rows of <= capacity tokens. No attention mask: position ids restart at 0 for
+    every example (and for the padding tail), which HF models turn into a block-diagonal causal mask, so no
+    token attends across examples. Each example's first token is unlabelled (-100), as the shift in `sft_loss`
+    leaves it unpredicted in the unpacked layout too, so no loss term reads the previous example."""
+    groups = pack_groups([len(ids) for ids, _ in rows], capacity)
+    L = max(sum(len(rows[i][0]) for i in g) for g in groups)
+    ids = torch.full((len(groups), L), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(groups), L), dtype=torch.long)
+    labels = torch.full((len(groups), L), -100, dtype=torch.long)
+    for r, g in enumerate(groups):
+        at = 0
+        for i in g:
+            toks, mask = rows[i]
+            n = len(toks)
+            ids[r, at:at + n] = torch.tensor(toks)
+            pos[r, at:at + n] = torch.arange(n)
+            lab = torch.tensor(toks)
+            lab[~torch.tensor(mask)] = -100
+            lab[0] = -100
+            labels[r, at:at + n] = lab
+            at += n
+        pos[r, at:] = torch.arange(L - at)
+    return {"input_ids": ids, "position_ids": pos, "labels": labels}
+
+
 def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of token NLL over labelled tokens and their count (caller divides by the global count)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    """Sum of token NLL over labelled tokens and their count (caller divides by the global count).
+    `batch` is `collate`'s (attention_mask) or `collate_packed`'s (position_ids) layout."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   position_ids=batch.get("position_ids"), use_cache=False).logits
     logits = logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
@@ -166,7 +213,9 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample]
                 if s.start == s.stop:           # this rank has no rows for this slot (tiny batches only)
                     tr.backward_nothing()
                     continue
-                batch = collate([rows[i] for i in mine[s]], tokenizer.pad_token_id)
+                picked = [rows[i] for i in mine[s]]
+                batch = collate_packed(picked, tokenizer.pad_token_id, cfg.max_length) if cfg.packing \
+                    else collate(picked, tokenizer.pad_token_id)
                 with autocast(cfg.bf16):
                     nll, _ = sft_loss(model, batch)
                 loss = nll / max(1, n_tok)  # global token mean across micro-batches (and ranks)
