@@ -127,3 +127,49 @@ def test_prompt_stream_is_a_function_of_seed_and_cursor():
     assert b.take(6) == first[4:]
     assert sorted(first[:7]) == list(range(7))          # each epoch is a permutation
     assert PromptStream(7, seed=4).take(7) != first[:7]
+
+
+def counting_trainable(model, opt):
+    """A PlainTrainable that records when `gathered()` is entered relative to the backward passes and steps."""
+    import contextlib
+
+    from rlvr.distributed.trainable import PlainTrainable
+
+    class Counting(PlainTrainable):
+        def gathered(self):
+            self.events.append("gather")
+            return contextlib.nullcontext()
+
+        def backward(self, loss):
+            self.events.append("backward")
+            super().backward(loss)
+
+        def step(self):
+            self.events.append("step")
+            return super().step()
+
+    tr = Counting(model, opt, None)
+    tr.events = []
+    return tr
+
+
+@pytest.mark.parametrize("beta,kl_mode", [(0.0, "loss"), (0.1, "loss"), (0.1, "reward")])
+def test_idle_update_enters_gathered_like_policy_update(beta, kl_mode):
+    """ZeRO-3: entering `gathered()` is a collective. A rank with no groups (`idle_update`) must gather as often
+    as policy_update does, and before its backward passes, as policy_update does."""
+    from rlvr.distributed import reference_model
+    from rlvr.trainers.common import build_optimizer, load_model_and_tokenizer, pack
+    from rlvr.trainers.grpo import Batch, idle_update, policy_update
+
+    model, tok = load_model_and_tokenizer("tiny")
+    cfg = GRPOConfig(mu=1, micro_batch=2, beta=beta, kl_mode=kl_mode, bf16=False, group_size=2)
+    ref = reference_model(model) if beta > 0 else None
+    packed = pack([[5, 6], [5, 6]], [[7, 8, 9], [10]], tok.pad_token_id)
+    batch = Batch(packed, torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), torch.zeros(2, 3), {})
+    busy = counting_trainable(model, build_optimizer(model, 1e-3))
+    policy_update(model, ref, busy, batch, cfg)
+    idle = counting_trainable(model, build_optimizer(model, 1e-3))
+    idle_update(idle, cfg, has_ref=ref is not None)
+    n = {(0.0, "loss"): 0, (0.1, "loss"): 1, (0.1, "reward"): 2}[(beta, kl_mode)]
+    assert busy.events[:n] == idle.events[:n] == ["gather"] * n
+    assert "gather" not in busy.events[n:] + idle.events[n:]
