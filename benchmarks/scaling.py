@@ -1,4 +1,4 @@
-"""Seconds per training step with 1 and 2 processes: plain PyTorch, DeepSpeed ZeRO-2 on 1 rank, ZeRO-2 on 2 ranks.
+"""Seconds per training step with 1 and 2 processes: plain PyTorch, DeepSpeed ZeRO-2 on 1 and 2 ranks, ZeRO-3 on 2.
 
 Fixed global work per step: `--batch` sequences of `--length` tokens through a random Llama (`--width`, `--layers`,
 the tiny model's 74-token vocabulary), one forward/backward per `--micro` sequences, one AdamW step — the shape of
@@ -6,10 +6,13 @@ an SFT step or a GRPO policy update. Each rank gets batch / world sequences (the
 in the trainers). One warm-up step, then the median of `--steps` timed steps (barrier-synchronised).
 On this 2-core CPU box two ranks share the cores and gloo's all-reduce runs over shared memory; on GPUs each rank
 has its own device, so these numbers say what the scale-out path costs here, not what it gains on a cluster.
+ZeRO-3 runs with every tensor partitioned (tests/distributed/zero3_partitioned.json) and also reports what one
+`Trainable.gathered()` costs (all-gather the full weights, hooks off and back on: paid per generation round).
 
     python benchmarks/scaling.py [--width 256] [--layers 4] [--batch 32] [--length 64] [--steps 5]
 
-Last line: {"plain_1proc_s": ..., "zero2_1proc_s": ..., "zero2_2proc_s": ..., "speedup_2proc": ..., "params": ...}
+Last line: {"plain_1proc_s": ..., "zero2_1proc_s": ..., "zero2_2proc_s": ..., "zero3_2proc_s": ..., "speedup_2proc": ...,
+             "zero3_gather_s": ..., "params": ...}
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 ZERO2 = REPO / "recipes" / "deepspeed" / "zero2.json"
+ZERO3 = REPO / "tests" / "distributed" / "zero3_partitioned.json"
 
 
 def build_model(width: int, layers: int):
@@ -42,8 +46,8 @@ def build_model(width: int, layers: int):
     return LlamaForCausalLM(cfg)
 
 
-def time_steps(args, ds_config: str | None) -> tuple[list[float], int]:
-    """Per-step wall seconds (after one warm-up) on this rank; also the parameter count."""
+def time_steps(args, ds_config: str | None) -> tuple[list[float], int, list[float]]:
+    """Per-step wall seconds (after one warm-up) on this rank; the parameter count; seconds per gathered()."""
     import torch
 
     from rlvr.distributed import DistributedConfig, context, prepare
@@ -71,10 +75,17 @@ def time_steps(args, ds_config: str | None) -> tuple[list[float], int]:
         ctx.barrier()
         if step:                                   # step 0 is the warm-up
             times.append(time.perf_counter() - t0)
-    return times, sum(p.numel() for p in model.parameters())
+    gathers = []
+    for _ in range(3):
+        ctx.barrier()
+        t0 = time.perf_counter()
+        with tr.gathered():
+            pass
+        gathers.append(time.perf_counter() - t0)
+    return times, sum(p.numel() for p in model.parameters()), gathers
 
 
-def launch(args, n_procs: int, out: Path) -> dict:
+def launch(args, n_procs: int, out: Path, ds_config: Path) -> dict:
     launcher = Path(sys.executable).parent / "deepspeed"
     launcher = str(launcher) if launcher.exists() else shutil.which("deepspeed")
     with socket.socket() as s:
@@ -82,6 +93,7 @@ def launch(args, n_procs: int, out: Path) -> dict:
         port = s.getsockname()[1]
     env = {**os.environ, "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "OMP_NUM_THREADS": "1"}
     cmd = [launcher, "--num_gpus", str(n_procs), "--master_port", str(port), __file__, "--worker", str(out),
+           "--ds", str(ds_config),
            "--width", str(args.width), "--layers", str(args.layers), "--batch", str(args.batch),
            "--length", str(args.length), "--micro", str(args.micro), "--steps", str(args.steps)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -99,22 +111,25 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=8, help="sequences per forward/backward")
     ap.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ds", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--local_rank", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.worker:                                # one rank under the deepspeed launcher
         from rlvr.distributed import context
-        times, params = time_steps(args, str(ZERO2))
+        times, params, gathers = time_steps(args, args.ds)
         if context().is_main:
-            Path(args.worker).write_text(json.dumps({"times": times, "params": params}))
+            Path(args.worker).write_text(json.dumps({"times": times, "params": params, "gathers": gathers}))
         return
 
-    plain, params = time_steps(args, None)
+    plain, params, _ = time_steps(args, None)
     rows = [("plain PyTorch", 1, plain)]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (1, 2):
-            res = launch(args, n, Path(tmp) / f"ds{n}.json")
-            rows.append(("DeepSpeed ZeRO-2", n, res["times"]))
+        for name, n, cfg in (("DeepSpeed ZeRO-2", 1, ZERO2), ("DeepSpeed ZeRO-2", 2, ZERO2),
+                             ("DeepSpeed ZeRO-3", 2, ZERO3)):
+            res = launch(args, n, Path(tmp) / f"ds{n}.json", cfg)
+            rows.append((name, n, res["times"]))
+        gather_s = statistics.median(res["gathers"])
     med = {f"{name}/{n}": statistics.median(t) for name, n, t in rows}
     print(f"model: random Llama width {args.width}, {args.layers} layers, {params / 1e6:.2f}M params; "
           f"{args.batch} x {args.length} tokens per step, micro-batch {args.micro}")
@@ -122,9 +137,11 @@ def main() -> None:
     for name, n, t in rows:
         m = statistics.median(t)
         print(f"{name:<20}{n:>6}{m:>18.3f}{min(t):>9.3f}{max(t):>9.3f}{args.batch * args.length / m:>11.0f}")
+    print(f"ZeRO-3, 2 processes: one gathered() (full weights for generation) {gather_s * 1e3:.1f} ms")
     z1, z2 = med["DeepSpeed ZeRO-2/1"], med["DeepSpeed ZeRO-2/2"]
     print(json.dumps({"plain_1proc_s": round(med["plain PyTorch/1"], 4), "zero2_1proc_s": round(z1, 4),
-                      "zero2_2proc_s": round(z2, 4), "speedup_2proc": round(z1 / z2, 3), "params": params}))
+                      "zero2_2proc_s": round(z2, 4), "zero3_2proc_s": round(med["DeepSpeed ZeRO-3/2"], 4),
+                      "speedup_2proc": round(z1 / z2, 3), "zero3_gather_s": round(gather_s, 4), "params": params}))
 
 
 if __name__ == "__main__":
