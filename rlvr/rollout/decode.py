@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 __all__ = ["decode", "sample_inverse_cdf", "top_k_top_p_filter"]
 
@@ -65,13 +66,11 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     stop_fn(sequences [B, P + t]) -> [B] bool: rows that just completed a stop string.
     Returns completions [B, L] (int64, pad_id after a row ended) and recorded log-probs [B, L] (float32).
     """
-    from transformers import DynamicCache
-
     greedy = temperature == 0
     t_scale = 1.0 if greedy else temperature
     attn = attention_mask.long()
     pos = (attn.cumsum(-1) - 1).clamp_(min=0)                   # real tokens only, as under no padding
-    cache = DynamicCache(config=model.config)
+    cache = _preallocated_cache(model, input_ids.shape[1] + max_new_tokens)
     out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
     logits = out.logits[:, -1].float()                          # [U, V]
@@ -110,3 +109,40 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
         logits = out.logits[:, -1].float()
         next_pos = next_pos + 1
     return torch.stack(tokens, 1), torch.stack(logprobs, 1)
+
+
+def _preallocated_cache(model: Any, capacity: int) -> DynamicCache:
+    """A DynamicCache whose full-attention layers write into buffers sized for the whole decode."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """DynamicLayer with keys/values [B, H, capacity, D] allocated once: appending a token writes one slot instead
+    of `torch.cat` copying the whole cache every step (measured: cat was 11-24% of decode time). `keys` and
+    `values` are views of the filled part, so everything that reads a DynamicLayer works unchanged."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.filled = capacity, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self._k = key_states.new_empty(b, h, self.capacity, d)
+            self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        end = self.filled + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"decode cache overflow: {end} > {self.capacity} positions")
+        self._k[:, :, self.filled:end] = key_states
+        self._v[:, :, self.filled:end] = value_states
+        self.filled = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._k = self._k.repeat_interleave(repeats, 0)
+        self._v = self._v.repeat_interleave(repeats, 0)
+        self.keys, self.values = self._k[:, :, :self.filled], self._v[:, :, :self.filled]
