@@ -49,7 +49,9 @@ class StageContext:
     def load_model(self, train: bool = False):
         """The start model; `train`: with fresh LoRA adapters when the stage (or the run) asks for them."""
         from rlvr.trainers.common import load_model_and_tokenizer
-        model, tok = load_model_and_tokenizer(self.model_path(), dtype=self.run.wf.model.dtype)
+        mc = self.run.wf.model
+        model, tok = load_model_and_tokenizer(self.model_path(), dtype=mc.dtype,
+                                              attn_implementation=mc.attn_implementation)
         if train:
             from rlvr.distributed import apply_lora
             model = apply_lora(model, self.spec.lora or self.run.wf.lora)
@@ -337,7 +339,8 @@ class WorkflowRunner:
 
         ev, src = self.wf.eval, self.wf.sources[self.wf.eval.source]
         seed_everything(self.wf.seed + 10_000)
-        model, tok = load_model_and_tokenizer(self.model_path(model_ref), dtype=self.wf.model.dtype)
+        model, tok = load_model_and_tokenizer(self.model_path(model_ref), dtype=self.wf.model.dtype,
+                                              attn_implementation=self.wf.model.attn_implementation)
         engine = get_engine(self.wf.rollout.backend, model=model, tokenizer=tok, autocast_bf16=self.wf.rollout.bf16)
         task = self.task(self.wf.eval.source)
         try:
