@@ -95,3 +95,22 @@ def test_token_logprobs_unused_entropy_and_bf16_input():
         lp.sum().backward()
         assert x.grad.dtype == torch.bfloat16
         assert torch.allclose(x.grad.float(), ref_in.grad, atol=1e-2)
+
+
+def test_token_logprobs_masked_vocabulary():
+    """-inf logits (a masked vocabulary) contribute nothing: same values and gradients as the unmasked columns
+    alone, zero gradient on the masked ones, nothing NaN."""
+    from rlvr.algos import token_logprobs
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(4, 9, generator=g)
+    tokens = torch.tensor([0, 3, 5, 1])
+    keep = torch.tensor([True, True, False, True, False, True, True, False, True])
+    full = base.masked_fill(~keep, float("-inf")).requires_grad_(True)
+    lp, ent = token_logprobs(full, tokens, with_entropy=True, chunk_elems=9)
+    (lp.sum() + ent.sum()).backward()
+    sub = base[:, keep].clone().requires_grad_(True)
+    ref_lp, ref_ent = _full_path(sub, torch.tensor([0, 2, 3, 1]), 1.0)     # token ids among the kept columns
+    (ref_lp.sum() + ref_ent.sum()).backward()
+    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(ent, ref_ent, atol=1e-5)
+    assert torch.allclose(full.grad[:, keep], sub.grad, atol=1e-5) and (full.grad[:, ~keep] == 0).all()
