@@ -9,8 +9,8 @@ and the train split's parts (reference forward, policy forward+backward, optimiz
                                    [--profile] [--no-bf16] [--micro-batch N] [--threads N] [--attn sdpa|eager]
 
 `--baseline` restores the settings this benchmark started from (SDPA attention, full float32 log-softmax over
-[B, T, V], micro-batches of 8, generation on the fp32 trainer module under autocast); `--compare` runs baseline
-and optimised steps alternately in one process (same box load for both) and prints both tables.
+[B, T, V], micro-batches of 8, `model.generate` on the fp32 trainer module under autocast); `--compare` runs
+baseline and optimised steps alternately in one process (same box load for both) and prints both tables.
 What dominates, measured: docs/performance.md.
 
 Last line: {"sec_per_step": ..., "generate_s": ..., "verify_s": ..., "train_s": ...} (the optimised variant's).
@@ -46,6 +46,47 @@ def full_logsoftmax_token_logprobs(logits, tokens, *, temperature=1.0, with_entr
     return logprobs_from_logits(z, tokens), (entropy_from_logits(z) if with_entropy else None)
 
 
+def generate_engine(model, tok, autocast_bf16: bool):
+    """The pre-optimisation sampler (for --baseline): the HF engine driving `model.generate` (multinomial draw,
+    logits processors, growing DynamicCache, every row of a group prefilled) with a log-prob-recording
+    processor, as rlvr/rollout/hf.py did before it got its own decode loop."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+    from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor
+
+    from rlvr.rollout.hf import HFEngine
+
+    class Recorder(LogitsProcessor):
+        def __init__(self, temperature):
+            self.t, self.prev, self.steps = temperature or 1.0, None, []
+
+        def __call__(self, input_ids, scores):
+            if self.prev is not None:
+                self.steps.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+            self.prev = torch.log_softmax(scores.float() / self.t, dim=-1)
+            return scores
+
+    class GenerateEngine(HFEngine):
+        def _generate_chunk(self, prompt_ids, params, n_gen):
+            rows = [ids for ids in prompt_ids for _ in range(n_gen)]
+            input_ids, attention_mask = self._left_pad(rows)
+            rec = Recorder(params.temperature)
+            procs = [rec, MinNewTokensLengthLogitsProcessor(input_ids.shape[1], params.min_new_tokens, self.eos_ids)]
+            cfg = GenerationConfig(do_sample=True, temperature=params.temperature, top_k=0, top_p=1.0,
+                                   max_new_tokens=params.max_new_tokens, eos_token_id=self.eos_ids,
+                                   pad_token_id=self.pad_id, repetition_penalty=1.0)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                seq = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=cfg,
+                                          logits_processor=LogitsProcessorList(procs))
+            comps = seq[:, input_ids.shape[1]:]
+            steps = rec.steps + [rec.prev.gather(1, comps[:, -1:]).squeeze(1)]
+            lps = torch.stack(steps[:comps.shape[1]], 1)
+            flat = [self._rollout(ids, c, lp, -1, params) for ids, c, lp in zip(rows, comps.tolist(), lps.tolist())]
+            return [flat[i:i + n_gen] for i in range(0, len(flat), n_gen)]
+
+    return GenerateEngine(model, tok, autocast_bf16=autocast_bf16)
+
+
 @dataclasses.dataclass
 class Variant:
     """One configuration of the step: its own policy, reference, optimizer and rollout engine."""
@@ -74,8 +115,6 @@ class Variant:
 
 
 def build_variant(name: str, baseline: bool, base_model, tok, args) -> Variant:
-    import torch
-
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
     from rlvr.trainers.grpo import GRPOConfig
@@ -87,12 +126,13 @@ def build_variant(name: str, baseline: bool, base_model, tok, args) -> Variant:
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
                      dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    if baseline or not bf16 or args.backend != "hf":
+    if baseline and args.backend == "hf":
+        engine = generate_engine(model, tok, bf16)
+    elif not bf16 or args.backend != "hf":
         engine = get_engine(args.backend, model=model, tokenizer=tok, autocast_bf16=bf16)
     else:  # a bf16 copy samples (no per-step weight casts); update_weights copies the fp32 weights into it
-        gen = copy.deepcopy(model).to(torch.bfloat16).eval()
-        gen.set_attn_implementation(args.gen_attn)
-        engine = get_engine("hf", model=gen, tokenizer=tok)
+        engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")
+        engine.model.set_attn_implementation(args.gen_attn)
     return Variant(name, baseline, model, ref, build_optimizer(model, cfg.lr), engine, cfg)
 
 
@@ -117,6 +157,14 @@ def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
     row["fwd_bwd_s"] = (t2 - t1) - row["ref_s"] - row["optimizer_s"]
     v.rows.append(row)
     return row
+
+
+def sampler_label(v: Variant) -> str:
+    if v.baseline and type(v.engine).__name__ == "GenerateEngine":
+        return "model.generate on the fp32 module"
+    weights = getattr(v.engine, "model", None)
+    dtype = str(next(weights.parameters()).dtype).removeprefix("torch.") if weights is not None else "?"
+    return f"{type(v.engine).__name__} ({dtype} weights{', shared' if weights is v.model else ''})"
 
 
 def medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -185,7 +233,7 @@ def main() -> None:
         print_table(f"{header}\n{v.name}: micro_batch={c.micro_batch}, "
                     f"attn={v.model.config._attn_implementation}, "
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
-                    f"sampler={'shared fp32 module' if getattr(v.engine, 'model', None) is v.model else 'own copy'}",
+                    f"sampler={sampler_label(v)}",
                     medians(v.rows))
     for v in variants:
         v.engine.close()

@@ -88,8 +88,9 @@ class Runner:
         if self._engine_model is not model:
             self.close_engine()
             ro = self.recipe.rollout
-            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, autocast_bf16=ro.bf16,
-                                      **({"dtype": ro.dtype} if ro.dtype else {}))
+            options = {k: v for k, v in (("dtype", ro.dtype), ("max_batch_sequences", ro.max_batch_sequences))
+                       if v is not None}
+            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, autocast_bf16=ro.bf16, **options)
             self._engine_model = model
         return self._engine
 
@@ -118,7 +119,7 @@ class Runner:
         metrics = evaluate(self.eval_task, self.synced_engine(model, tokenizer), n=ev.n, ks=ev.ks,
                            split=t.eval_split, limit=t.eval_limit, temperature=ev.temperature,
                            max_new_tokens=ev.max_new_tokens, tokenizer=tokenizer, out_dir=self.out / name,
-                           seed=self.recipe.seed, progress=False)
+                           seed=self.recipe.seed, progress=False, batch_prompts=1 << 20)  # the engine chunks
         # Flatten {"value", "ci"} entries so summaries and reports can read plain numbers.
         metrics = {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in metrics.items()}
         metrics["greedy_pass@1"] = self.greedy(model, tokenizer)

@@ -66,6 +66,9 @@ class RolloutConfig(Config):
     dtype: str | None = None
     """weights to sample with, e.g. bfloat16: the engine keeps its own copy in that dtype, refreshed after every
     update (faster sampling for real models on CPU); None: share the trainer's module"""
+    max_batch_sequences: int | None = None
+    """HF backend: most sequences decoded together (None: the engine's default, 256); tiny models decode faster
+    in bigger batches (per-step overhead dominates), real ones need the KV-cache memory"""
 
 
 class SFTStageConfig(SFTConfig):
