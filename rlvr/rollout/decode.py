@@ -83,16 +83,27 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     alive = torch.ones(B, dtype=torch.bool, device=logits.device)
     next_pos = pos[:, -1] + 1
     tokens, logprobs, seq = [], [], input_ids
+    filtered = top_k > 0 or top_p < 1.0
     for t in range(max_new_tokens):
-        logq = torch.log_softmax(logits / t_scale if t_scale != 1.0 else logits, dim=-1)   # recorded
-        z = logits / t_scale if t_scale != 1.0 else logits.clone()
-        if t < min_new_tokens and eos.numel():
-            z[:, eos] = float("-inf")
+        z = logits / t_scale if t_scale != 1.0 else logits
+        logq = torch.log_softmax(z, dim=-1)                     # recorded: before any masking or filtering
+        no_eos = t < min_new_tokens and eos.numel() > 0
         if greedy:
+            z = z.clone() if no_eos else z
+            if no_eos:
+                z[:, eos] = float("-inf")
             tok = z.argmax(-1)
-        else:
-            z = top_k_top_p_filter(z, top_k, top_p)
-            tok = sample_inverse_cdf(torch.softmax(z, dim=-1), torch.rand(B, device=z.device))
+        elif filtered:
+            z = z.clone()
+            if no_eos:
+                z[:, eos] = float("-inf")
+            tok = sample_inverse_cdf(torch.softmax(top_k_top_p_filter(z, top_k, top_p), dim=-1),
+                                     torch.rand(B, device=z.device))
+        else:  # plain sampling: p = exp(log q), EOS zeroed (sample_inverse_cdf takes unnormalised rows)
+            probs = logq.exp()
+            if no_eos:
+                probs[:, eos] = 0.0
+            tok = sample_inverse_cdf(probs, torch.rand(B, device=z.device))
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
         tokens.append(tok)
         logprobs.append(logq.gather(1, tok[:, None]).squeeze(1))
