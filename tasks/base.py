@@ -139,15 +139,36 @@ class Task:
         n = len(responses)
         truncated = truncated or [False] * n
         num_tokens = num_tokens or [None] * n
-        calls = []
-        for resp, ex, tr, nt in zip(responses, examples, truncated, num_tokens):
-            ctx = self.context(ex, truncated=tr, num_tokens=nt)
-            calls.extend((w.verifier, (resp, ctx)) for w in self.verifiers)
-        verdicts = run_batch(calls, timeout=timeout)
-        scores, k = [], len(self.verifiers)
+        contexts = [self.context(ex, truncated=tr, num_tokens=nt)
+                    for ex, tr, nt in zip(examples, truncated, num_tokens)]
+        # Model-based verifiers (reward models, PRMs) score the whole batch in one request to their server;
+        # rule-based ones go through the pool, one deadline-guarded call each.
+        batched = [w for w in self.verifiers if hasattr(w.verifier, "score_batch")]
+        pooled = [w for w in self.verifiers if not hasattr(w.verifier, "score_batch")]
+        flat = run_batch([(w.verifier, (resp, ctx)) for resp, ctx in zip(responses, contexts) for w in pooled],
+                         timeout=timeout) if pooled else []
+        by_verifier = {w.name: _score_batch(w.verifier, responses, contexts, timeout) for w in batched}
+        scores, k = [], len(pooled)
         for i in range(n):
-            row = verdicts[i * k:(i + 1) * k]
+            got = {w.name: v for w, v in zip(pooled, flat[i * k:(i + 1) * k])}
+            got.update({name: vs[i] for name, vs in by_verifier.items()})
+            row = [got[w.name] for w in self.verifiers]
             by_name = {w.name: v for w, v in zip(self.verifiers, row)}
             reward = sum(w.weight * v.reward for w, v in zip(self.verifiers, row))
             scores.append(Score(reward=reward, verdicts=by_name, primary=self.primary))
         return scores
+
+
+def _score_batch(verifier: Any, responses: Sequence[str], contexts: Sequence[VerifyContext],
+                 timeout: float) -> list[Verdict]:
+    """One batched call; a failure or a missed deadline (per-item timeout × ceil(n / 16)) is an `error`
+    verdict for every item, never a raise or a hang."""
+    if not responses:
+        return []
+    try:
+        out = verifier.score_batch(responses, contexts, timeout=timeout * max(1, -(-len(responses) // 16)))
+        if len(out) != len(responses):
+            raise RuntimeError(f"{len(out)} verdicts for {len(responses)} responses")
+        return list(out)
+    except Exception as e:  # noqa: BLE001 (a broken scorer gives error verdicts; training goes on)
+        return [Verdict("error", 0.0, {"reason": f"{type(e).__name__}: {e}"[:300]})] * len(responses)

@@ -266,9 +266,16 @@ class PRMVerifier:
             return Verdict("error", 0.0, {"reason": f"{type(e).__name__}: {e}"[:300]})
         return self._verdict(probs)
 
-    def score_batch(self, responses: Sequence[str], contexts: Sequence[VerifyContext]) -> list[Verdict]:
-        """All items in one request (no pool): for trainers and best-of-N that already hold a batch."""
+    def score_batch(self, responses: Sequence[str], contexts: Sequence[VerifyContext],
+                    timeout: float | None = None) -> list[Verdict]:
+        """All items in one request (no pool): for trainers and best-of-N that already hold a batch. Responses
+        without steps are `unparseable` without asking the server, as in `__call__`."""
         from verifiers.reward_model import request_scores
 
-        probs = request_scores(self.address, self.authkey, [(c.prompt, r) for r, c in zip(responses, contexts)])
-        return [self._verdict(p) for p in probs]
+        has = [i for i, r in enumerate(responses) if split_steps(r, self.split, self.separator)]
+        probs = request_scores(self.address, self.authkey, [(contexts[i].prompt, responses[i]) for i in has],
+                               timeout=timeout) if has else []
+        out = [Verdict("unparseable", 0.0, {"step_scores": []})] * len(responses)
+        for i, p in zip(has, probs):
+            out[i] = self._verdict(p)
+        return out

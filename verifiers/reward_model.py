@@ -225,12 +225,16 @@ class ScoringServer:
         self.close()
 
 
-def request_scores(address: str, authkey: bytes, items: Sequence[Item]) -> list[list[float]]:
-    """Send (prompt, response) items to a server; one list of floats per item. Raises on failure."""
+def request_scores(address: str, authkey: bytes, items: Sequence[Item],
+                   timeout: float | None = None) -> list[list[float]]:
+    """Send (prompt, response) items to a server; one list of floats per item. Raises on failure, and
+    TimeoutError when no reply comes within `timeout` seconds (None: wait; the pool's deadline applies)."""
     from multiprocessing.connection import Client
 
     with Client(address, family="AF_UNIX", authkey=authkey) as conn:
         conn.send([(str(p), str(r)) for p, r in items])
+        if timeout is not None and not conn.poll(timeout):
+            raise TimeoutError(f"scoring server gave no reply within {timeout:.0f} s")
         status, payload = conn.recv()
     if status != "ok":
         raise RuntimeError(f"scoring server: {payload}")
@@ -293,7 +297,9 @@ class RewardModelVerifier:
             return Verdict("error", 0.0, {"reason": f"{type(e).__name__}: {e}"[:300]})
         return self._verdict(r)
 
-    def score_batch(self, responses: Sequence[str], contexts: Sequence[VerifyContext]) -> list[Verdict]:
+    def score_batch(self, responses: Sequence[str], contexts: Sequence[VerifyContext],
+                    timeout: float | None = None) -> list[Verdict]:
         """All items in one request (no pool): for trainers and best-of-N that already hold a batch."""
-        scores = request_scores(self.address, self.authkey, [(c.prompt, r) for r, c in zip(responses, contexts)])
+        scores = request_scores(self.address, self.authkey, [(c.prompt, r) for r, c in zip(responses, contexts)],
+                                timeout=timeout)
         return [self._verdict(s[0]) for s in scores]
