@@ -192,19 +192,19 @@ class WorkflowRunner:
     def _source_fp(self, name: str) -> dict[str, Any]:
         cfg = self.wf.sources[name]
         rm = cfg.reward_model
-        return {**cfg.model_dump(), "reward_model": self.fingerprints.get(rm, rm)}
+        return {**_fp(cfg), "reward_model": self.fingerprints.get(rm, rm)}
 
     def fingerprint(self, spec: StageSpec, seed: int) -> str:
-        model = self.fingerprints.get(spec.model) or (self.wf.model.model_dump() if spec.model == "base"
+        model = self.fingerprints.get(spec.model) or (_fp(self.wf.model) if spec.model == "base"
                                                       else spec.model)
-        data = [{**d.model_dump(), "stage": self.fingerprints.get(d.stage) if d.stage else None,
+        data = [{**_fp(d), "stage": self.fingerprints.get(d.stage) if d.stage else None,
                  "source": self._source_fp(d.source) if d.source else None} for d in spec.data]
         prompts = [{"weight": r.weight, "source": self._source_fp(r.source)} for r in spec.prompts]
-        lora = (spec.lora or self.wf.lora).model_dump()
+        lora = _fp(spec.lora or self.wf.lora)
         return digest({"kind": spec.kind, "model": model, "data": data, "prompts": prompts, "config": spec.config,
                        "seed": seed, "after": [self.fingerprints.get(a) for a in spec.after],
-                       "rollout": self.wf.rollout.model_dump(), "dtype": self.wf.model.dtype, "lora": lora,
-                       "distributed": {**self.wf.distributed.model_dump(), "world_size": self.dist.world_size}})
+                       "rollout": _fp(self.wf.rollout), "lora": lora, "load": _fp(self.wf.model),
+                       "distributed": {**_fp(self.wf.distributed), "world_size": self.dist.world_size}})
 
     # -- execution --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -215,7 +215,7 @@ class WorkflowRunner:
         try:
             if self.wf.eval.source is not None and self.wf.eval.base:
                 summary["base_eval"] = self._eval("base", self.out / "eval_base",
-                                                  digest({"model": self.wf.model.model_dump()}))
+                                                  digest({"model": _fp(self.wf.model)}))
             for i, spec in enumerate(self.order):
                 seed = spec.seed if spec.seed is not None else self.wf.seed + i
                 row = {"name": spec.name, "kind": spec.kind, "status": "running"}
@@ -325,7 +325,7 @@ class WorkflowRunner:
     def _eval(self, model_ref: str, out: Path, fp: str) -> dict[str, Any]:
         """The run's eval block on a model: greedy pass@1 + sampled pass@k / maj@k; cached by fingerprint."""
         marker = out / "DONE.json"
-        key = digest({"model": fp, "eval": self.wf.eval.model_dump(), "source": self._source_fp(self.wf.eval.source)})
+        key = digest({"model": fp, "eval": _fp(self.wf.eval), "source": self._source_fp(self.wf.eval.source)})
         if marker.exists() and (prev := json.loads(marker.read_text())).get("fingerprint") == key:
             return prev["metrics"]
         metrics = self._eval_now(model_ref, out, key) if self.main else None
@@ -354,6 +354,12 @@ class WorkflowRunner:
             engine.close()
         atomic_write_json(marker, {"fingerprint": key, "metrics": m})
         return m
+
+
+def _fp(cfg) -> dict[str, Any]:
+    """A config's fingerprint input: only the values that differ from the defaults, so a release that adds a
+    config field (with a default) does not invalidate finished stages of existing runs."""
+    return cfg.model_dump(exclude_defaults=True)
 
 
 HEADLINE = re.compile(r"^(pass|maj)@\d+$")   # pass@k / maj@k (not pass^k or the subset-averaged maj@k_avg)

@@ -151,3 +151,18 @@ def test_gpu_r1_recipe_validates_for_the_other_qwen_size():
     wf = load_workflow(REPO / "recipes/gpu/r1_qwen25_1.5b_full.yaml", ["model.path=Qwen/Qwen2.5-0.5B",
                                                                         "name=r1_qwen25_0.5b_full"])
     assert wf.model.path == "Qwen/Qwen2.5-0.5B" and wf.out_dir == "runs/r1_qwen25_0.5b_full"
+
+
+def test_fingerprints_ignore_defaults_but_not_changes():
+    """Adding a config field with a default (a new release) must not invalidate finished stages; setting it must."""
+    from rlvr.workflow.runner import WorkflowRunner
+
+    def fp(*overrides):
+        wf = load_workflow(TINY, ["output_dir=/tmp/rlvr-fp-test", *overrides])
+        return WorkflowRunner(wf, log=lambda m: None).fingerprint(wf.stage("cold_start"), 0)
+
+    base = fp()
+    assert fp("rollout.bf16=true") == base                 # the default, written out
+    assert fp("rollout.bf16=false") != base
+    assert fp("stages.cold_start.config.lr=0.002") != base
+    assert fp("stages.rl_all.config.steps=9") == base       # a downstream stage's change
