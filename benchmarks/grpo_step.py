@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     ap.add_argument("--backend", default="hf", help="rollout engine: hf | vllm")
     ap.add_argument("--no-bf16", action="store_true", help="fp32 everywhere")
-    ap.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward (16: fastest measured)")
+    ap.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--attn", default="eager", help="attention kernel of the training passes: eager | sdpa")
     ap.add_argument("--gen-attn", default="sdpa", help="attention kernel of the bf16 sampling copy")
