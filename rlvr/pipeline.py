@@ -88,9 +88,7 @@ class Runner:
         if self._engine_model is not model:
             self.close_engine()
             ro = self.recipe.rollout
-            options = {k: v for k, v in (("dtype", ro.dtype), ("max_batch_sequences", ro.max_batch_sequences))
-                       if v is not None}
-            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, autocast_bf16=ro.bf16, **options)
+            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, **ro.engine_kwargs())
             self._engine_model = model
         return self._engine
 

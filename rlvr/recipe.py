@@ -67,8 +67,13 @@ class RolloutConfig(Config):
     """weights to sample with, e.g. bfloat16: the engine keeps its own copy in that dtype, refreshed after every
     update (faster sampling for real models on CPU); None: share the trainer's module"""
     max_batch_sequences: int | None = None
-    """HF backend: most sequences decoded together (None: the engine's default, 256); tiny models decode faster
-    in bigger batches (per-step overhead dominates), real ones need the KV-cache memory"""
+    """most sequences decoded together (HF: per generate chunk, default 256; vLLM: its max_num_seqs); tiny models
+    decode faster in bigger batches (per-step overhead dominates), real ones need the KV-cache memory"""
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `rlvr.rollout.get_engine` besides model and tokenizer."""
+        return {"autocast_bf16": self.bf16, **{k: v for k, v in (("dtype", self.dtype),
+                ("max_batch_sequences", self.max_batch_sequences)) if v is not None}}
 
 
 class SFTStageConfig(SFTConfig):

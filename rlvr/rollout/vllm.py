@@ -118,13 +118,14 @@ class VLLMEngine:
     kv_cache_gib: KV cache size on CPU. gpu_memory_utilization: GPU fraction vLLM takes on CUDA.
     sleep_mode: sleep between `generate` calls to free the GPU for training (default: on CUDA, off on CPU).
     sync_timeout_s: deadline for one weight sync. enforce_eager: no torch.compile / CUDA graphs (fast start).
-    seed: the engine's RNG seed (used by unseeded requests). llm_options: passed to `vllm.LLM` as-is.
+    seed: the engine's RNG seed (used by unseeded requests). max_batch_sequences: vLLM's max_num_seqs.
+    llm_options: passed to `vllm.LLM` as-is.
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, dtype: str | None = None, autocast_bf16: bool = False,
                  max_model_len: int | None = None, seed: int = 0, kv_cache_gib: float = 1.0,
                  gpu_memory_utilization: float = 0.3, sleep_mode: bool | None = None, sync_timeout_s: float = 300.0,
-                 enforce_eager: bool = True, **llm_options: Any):
+                 enforce_eager: bool = True, max_batch_sequences: int | None = None, **llm_options: Any):
         vllm = import_vllm()
         from vllm.platforms import current_platform
 
@@ -150,6 +151,8 @@ class VLLMEngine:
         options = dict(model=model_dir, tokenizer=model_dir, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
                        max_model_len=max_len, logprobs_mode="processed_logprobs", generation_config="vllm",
                        disable_log_stats=True, enable_sleep_mode=self.sleep_mode, **platform)
+        if max_batch_sequences is not None:       # the recipe's rollout.max_batch_sequences = vLLM's batch cap
+            options["max_num_seqs"] = int(max_batch_sequences)
         options.update(llm_options)
         # vLLM's start-up reseeds random / numpy / torch globally and its CPU worker replaces
         # torch.set_num_threads with a no-op for the whole process: the colocated trainer keeps its own.

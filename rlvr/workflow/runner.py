@@ -83,7 +83,7 @@ class StageContext:
         if self._engine_model is not model:
             self.close()
             ro = self.run.wf.rollout
-            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, autocast_bf16=ro.bf16)
+            self._engine = get_engine(ro.backend, model=model, tokenizer=tokenizer, **ro.engine_kwargs())
             self._engine_model = model
         return self._engine
 
@@ -341,7 +341,7 @@ class WorkflowRunner:
         seed_everything(self.wf.seed + 10_000)
         model, tok = load_model_and_tokenizer(self.model_path(model_ref), dtype=self.wf.model.dtype,
                                               attn_implementation=self.wf.model.attn_implementation)
-        engine = get_engine(self.wf.rollout.backend, model=model, tokenizer=tok, autocast_bf16=self.wf.rollout.bf16)
+        engine = get_engine(self.wf.rollout.backend, model=model, tokenizer=tok, **self.wf.rollout.engine_kwargs())
         task = self.task(self.wf.eval.source)
         try:
             m = evaluate(task, engine, n=ev.n, ks=ev.ks, split=src.split, limit=ev.limit, temperature=ev.temperature,
