@@ -17,7 +17,8 @@ from typing import Any, Callable
 from rlvr.recipe import Recipe
 from rlvr.trainers.checkpoint import atomic_write_json, seed_everything
 from rlvr.trainers.common import load_model_and_tokenizer
-from rlvr.trainers.sft import SFTExample, train_sft
+from rlvr.trainers.sft import train_sft
+from rlvr.workflow.datasets import source_sft_pairs
 
 
 def _split_examples(recipe: Recipe, task) -> tuple[list, list]:
@@ -43,20 +44,6 @@ def with_extra_verifiers(task, specs):
         return task
     extra = [WeightedVerifier(get_verifier(s.name, **s.options), s.weight) for s in specs]
     return dataclasses.replace(task, verifiers=list(task.verifiers) + extra, _cache={})
-
-
-def _sft_pairs(examples, task, tokenizer, target: str) -> list[SFTExample]:
-    out = []
-    for ex in examples:
-        fields = {**ex.meta, "gold": ex.gold, "question": ex.question}
-        try:
-            completion = target.format(**fields)
-        except KeyError as e:
-            from rlvr.errors import ConfigError
-            raise ConfigError(f"sft.target: field {e} is not in the task's examples "
-                              f"(fields: {', '.join(sorted(fields))})") from None
-        out.append(SFTExample(task.render(ex, tokenizer), completion))
-    return out
 
 
 class Runner:
@@ -155,7 +142,7 @@ class Runner:
             return s
         seed_everything(self.recipe.seed + seed_offset)
         model, tok = self.load(start, train=True)
-        pairs = _sft_pairs(examples, self.task, tok, self.recipe.sft.target)
+        pairs = source_sft_pairs(self.task, examples, tok, self.recipe.sft.target, where="sft.target")
         summary = train_sft(model, tok, pairs, cfg, out_dir=self.stage_dir(name), seed=self.recipe.seed,
                             evaluate=lambda m: self.greedy(m, tok), resume=self.resume, name=name, log_fn=self.log,
                             dist=self.recipe.distributed)

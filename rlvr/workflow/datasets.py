@@ -41,7 +41,8 @@ def read_sft_file(path: Path) -> list[tuple[str, str]]:
 
 
 def source_sft_pairs(task: Any, examples: Sequence[Any], tokenizer: Any, target: str, *, where: str) -> list:
-    """Labelled examples → SFTExample(rendered prompt, target.format(gold, question, meta fields))."""
+    """Labelled examples → SFTExample(rendered prompt, target.format(gold, question, meta fields)); used by
+    `rlvr train`'s SFT stages and `rlvr run`'s source data. A missing field is one error naming `where`."""
     from rlvr.trainers.sft import SFTExample
     out = []
     for ex in examples:
@@ -49,7 +50,7 @@ def source_sft_pairs(task: Any, examples: Sequence[Any], tokenizer: Any, target:
         try:
             completion = target.format(**fields)
         except KeyError as e:
-            raise ConfigError(f"{where}: target field {e} is not in the source's examples "
+            raise ConfigError(f"{where}: field {e} is not in the examples "
                               f"(fields: {', '.join(sorted(fields))})") from None
         out.append(SFTExample(task.render(ex, tokenizer), completion))
     return out
