@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-__all__ = ["DistContext", "context", "shard"]
+__all__ = ["DistContext", "context", "resolve_device", "shard"]
 
 
 @dataclass
@@ -37,19 +37,25 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def device(self) -> torch.device:
+        """Where this rank's models and batches live: its local GPU when CUDA is available, else the CPU.
+        `RLVR_DEVICE=cpu` (or any torch device string) overrides it, e.g. to train on the CPU of a GPU box."""
+        return resolve_device(self.local_rank)
+
     # ------------------------------------------------------------------------------------------- collectives
     def all_sum(self, value: float | int) -> float | int:
         """Σ_ranks value (a Python number; ints stay ints)."""
         if not self.distributed:
             return value
-        t = torch.tensor([float(value)], dtype=torch.float64)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device)
         torch.distributed.all_reduce(t)
         return int(round(t.item())) if isinstance(value, int) else t.item()
 
     def all_max(self, value: int) -> int:
         if not self.distributed:
             return value
-        t = torch.tensor([int(value)], dtype=torch.int64)
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self._comm_device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return int(t.item())
 
@@ -68,6 +74,12 @@ class DistContext:
         torch.distributed.broadcast_object_list(box, src=src)
         return box[0]
 
+    @property
+    def _comm_device(self) -> torch.device:
+        # NCCL reduces only GPU tensors, gloo only CPU ones.
+        nccl = torch.distributed.is_initialized() and torch.distributed.get_backend() == "nccl"
+        return torch.device("cuda", self.local_rank) if nccl else torch.device("cpu")
+
     def barrier(self) -> None:
         if self.distributed:
             torch.distributed.barrier()
@@ -78,7 +90,7 @@ class DistContext:
         if not self.distributed:
             return metrics
         keys = sorted(k for k, v in metrics.items() if _is_number(v))
-        vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+        vals = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=self._comm_device)
         torch.distributed.all_reduce(vals)
         sums = set(sum_keys)
         out = dict(metrics)
@@ -107,6 +119,13 @@ class DistContext:
             start = stop
 
 
+def resolve_device(local_rank: int = 0) -> torch.device:
+    """`RLVR_DEVICE` if set, else cuda:<local_rank> when CUDA is available, else cpu."""
+    if os.environ.get("RLVR_DEVICE"):
+        return torch.device(os.environ["RLVR_DEVICE"])
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def shard(items: list, ctx: DistContext) -> list:
     """This rank's strided share items[rank::world] (all items on a single process)."""
     return items[ctx.rank::ctx.world_size]
@@ -130,7 +149,7 @@ def context() -> DistContext:
         return _CONTEXT
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
-        cuda = torch.cuda.is_available()
+        cuda = resolve_device(local).type == "cuda"
         if cuda:
             torch.cuda.set_device(local)
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world)

@@ -32,7 +32,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 
 from rlvr.errors import ConfigError
 from rlvr.models.value_head import ValueHeadModel, is_value_model
-from rlvr.trainers.common import PackedBatch
+from rlvr.trainers.common import PackedBatch, module_device
 
 __all__ = ["CRITIC_LAYOUTS", "ActorCritic", "build_critic", "completion_values", "CRITIC_FILE"]
 
@@ -98,7 +98,7 @@ def _build(policy: nn.Module, layout: str, init_path: str | None) -> ValueHeadMo
     if init_path is not None:
         if not is_value_model(init_path):
             raise ConfigError(f"critic_init: {init_path!r} is not a saved value-head model directory")
-        critic = ValueHeadModel.from_pretrained(init_path)
+        critic = ValueHeadModel.from_pretrained(init_path).to(module_device(policy))
         critic.meta = {**critic.meta, "kind": "critic", "layout": "separate", "init": str(init_path)}
     else:
         trunk = _base_trunk_copy(policy) if lora else copy.deepcopy(_trunk(policy))
@@ -111,6 +111,7 @@ def _build(policy: nn.Module, layout: str, init_path: str | None) -> ValueHeadMo
 
 def completion_values(critic: ValueHeadModel, batch: PackedBatch) -> torch.Tensor:
     """V(s_t) for every completion token: batch [B, P + C] -> values [B, C] float32, 0 where the mask is 0."""
+    batch = batch.to(module_device(critic))
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
     attn = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1).long()
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)      # as completion_logprobs: real tokens only

@@ -99,8 +99,10 @@ def is_value_model(path: str | Path) -> bool:
 
 
 def load_value_model(path: str, *, dtype: str = "float32", meta: dict[str, Any] | None = None,
-                     expect_kind: str | None = None) -> tuple[ValueHeadModel, Any]:
-    """(model, tokenizer) from a saved ValueHeadModel dir, or a fresh head on a causal LM (`tiny`, dir, hub id).
+                     expect_kind: str | None = None, device: str | torch.device | None = None
+                     ) -> tuple[ValueHeadModel, Any]:
+    """(model, tokenizer) from a saved ValueHeadModel dir, or a fresh head on a causal LM (`tiny`, dir, hub id),
+    on `device` (default: this rank's, rlvr.distributed.context).
 
     `expect_kind` ("reward" / "prm"): a saved model trained as something else is a ConfigError.
     The tokenizer gets a pad token (EOS when it has none) and right padding (see `right_pad`).
@@ -128,7 +130,10 @@ def load_value_model(path: str, *, dtype: str = "float32", meta: dict[str, Any] 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
-    return model, tok
+    if device is None:
+        from rlvr.distributed.context import context
+        device = context().device
+    return model.to(device), tok
 
 
 def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -240,8 +240,8 @@ def sequence_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: in
     batch = _rows(items, pad_id)
     with autocast(bf16):
         logp, _ = completion_logprobs(model, batch)                # [2B, C], 0 off the mask
-    n_tok = batch.completion_mask.sum(-1).clamp(min=1)
     total = logp.sum(-1)
+    n_tok = batch.completion_mask.sum(-1).clamp(min=1).to(total.device)
     B = len(items)
     return total.view(2, B).T, (total / n_tok).view(2, B).T
 
@@ -256,7 +256,7 @@ def reference_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: i
         parts = [sequence_logps(model, items[s], pad_id, bf16)[0] for s in micro_batches(len(items), micro_batch)]
     finally:
         model.train(was)
-    return torch.cat(parts).float()
+    return torch.cat(parts).float().cpu()   # kept (and cached on disk) on the CPU; steps move their rows
 
 
 def _fingerprint(model: torch.nn.Module, items: Sequence[PrefItem], bf16: bool) -> str:
@@ -392,8 +392,8 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
         sub = idx[s]
         frac = len(sub) / len(idx)
         logps, avg = sequence_logps(model, [items[i] for i in sub], pad_id, cfg.bf16)
-        ref = ref_batch[s] if ref_batch is not None else None
-        desirable = torch.tensor([items[i].desirable for i in sub])
+        ref = ref_batch[s].to(logps.device) if ref_batch is not None else None
+        desirable = torch.tensor([items[i].desirable for i in sub], device=logps.device)
         loss_vec, m = spec.fn(SeqStats(logps, avg, ref, desirable, z0), cfg)
         if cfg.rpo_alpha:
             nll = -avg[:, 0] * desirable                              # first row, where it is a good completion
@@ -422,7 +422,7 @@ def _step_reference_point(model, items, idx, ref_batch, cfg, pad_id) -> torch.Te
     gap, n = 0.0, 0
     for s in micro_batches(len(idx), cfg.micro_batch):
         logps, _ = sequence_logps(model, [items[i] for i in idx[s]], pad_id, cfg.bf16)
-        ref = ref_batch[s] if ref_batch is not None else logps
+        ref = ref_batch[s].to(logps.device) if ref_batch is not None else logps
         gap += float((logps[:, 1] - ref[:, 1]).sum())
         n += logps.shape[0]
     return torch.tensor(ctx.all_sum(gap) / max(1, ctx.all_sum(n))).clamp(min=0)

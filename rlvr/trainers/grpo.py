@@ -29,7 +29,7 @@ from rlvr.envs.config import MultiTurnConfig
 from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
-                                  check_finite, completion_logprobs, micro_batches, pack)
+                                  check_finite, completion_logprobs, micro_batches, module_device, pack)
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
 
@@ -270,7 +270,10 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     loss_fn = get_policy_loss(cfg.policy_loss)
     kl_fn = get_kl(cfg.kl_estimator)
     tr, ctx = as_trainable(opt, model, cfg.grad_clip), context()
-    pb, B = batch.packed, len(batch.packed)
+    # Rewards and advantages stay on the CPU (small, built from Python lists); token tensors go to the model.
+    dev = module_device(model)
+    pb, B = batch.packed.to(dev), len(batch.packed)
+    sampler_logp = batch.sampler_logp.to(dev)
     ref_logp, t_ref = None, time.perf_counter()
     if ref_model is not None:   # gathered(): ZeRO-3 scores this rank's rows without collectives
         with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
@@ -282,12 +285,13 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
         with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
             cur = torch.cat([completion_logprobs(model, pb.select(s), temperature=cfg.temperature)[0]
                              for s in micro_batches(B, cfg.micro_batch)])
-        rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1)
+        rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1).cpu()
     adv, adv_metrics = (batch.advantages or adv_fn)(rewards, batch.group_ids, **cfg.advantage_options)
+    adv = adv.to(dev)
     # Loss normalisers count every rank's rows, so each rank's loss is its share of the global loss.
     n_tok, B_all = ctx.all_sum(int(pb.completion_mask.sum())), ctx.all_sum(B)
     slices = list(ctx.micro_batches(B, cfg.micro_batch))   # same count on every rank (ZeRO reduces per backward)
-    old_logp = torch.zeros(pb.completion_ids.shape)
+    old_logp = torch.zeros(pb.completion_ids.shape, device=dev)
     sums: dict[str, float] = {"time/ref_s": t_ref, "time/optimizer_s": 0.0}
     for it in range(cfg.mu):
         for s in slices:
@@ -301,12 +305,12 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
             lm: dict[str, Any] = {}
             if it == 0:  # behaviour policy = the weights that sampled this batch
                 old_logp[s] = logp.detach()
-                lm.update(rollout_mismatch(old_logp[s], batch.sampler_logp[s], mask))
+                lm.update(rollout_mismatch(old_logp[s], sampler_logp[s], mask))
             loss_mat, pm = loss_fn(logp, old_logp[s], adv[s], mask, clip_low=cfg.clip_low,
                                    clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)
             lm.update(pm)
             if cfg.tis_cap is not None:
-                w, tm = tis_weights(old_logp[s], batch.sampler_logp[s], cfg.tis_cap, mask)
+                w, tm = tis_weights(old_logp[s], sampler_logp[s], cfg.tis_cap, mask)
                 loss_mat = loss_mat * w
                 lm.update(tm)
             if ref_logp is not None and cfg.kl_mode == "loss":

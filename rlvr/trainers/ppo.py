@@ -37,7 +37,7 @@ from rlvr.errors import ConfigError
 from rlvr.models.critic import ActorCritic, build_critic, completion_values
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_scheduler, check_finite,
-                                  completion_logprobs, micro_batches)
+                                  completion_logprobs, micro_batches, module_device)
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
@@ -211,6 +211,9 @@ def prepare_rollout(ac: ActorCritic, ref_model, packed: PackedBatch, scores: tor
                     kl_coef: float, dense: torch.Tensor | None = None) -> RolloutData:
     """Steps 2-4: behaviour log-probs, reference log-probs, values, KL-shaped token rewards, GAE.
     `dense` [B, C]: per-token process rewards (PRM step scores on step-end tokens), added × process_reward.weight."""
+    dev = module_device(ac.policy)   # token tensors and everything derived from them live on the model's device
+    packed, scores = packed.to(dev), scores.to(dev)
+    dense = dense.to(dev) if dense is not None else None
     mask = packed.completion_mask
     old, ref, vals = [], [], []
     for s in micro_batches(len(packed), cfg.micro_batch):

@@ -210,6 +210,7 @@ def group_loss(rewards: torch.Tensor, sizes: Sequence[int], margins: torch.Tenso
     Returns (loss scalar, metrics with pair counts/accuracy sums for the caller to average).
     """
     chosen, rejected, weights, m = [], [], [], []
+    margins = margins.to(rewards.device)
     offset = 0
     for g, k in enumerate(sizes):
         pairs = pairs_from_ranking(k) + offset

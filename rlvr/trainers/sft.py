@@ -16,7 +16,7 @@ import torch
 from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.trainers.checkpoint import atomic_write_json
-from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
+from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite, module_device
 from rlvr.trainers.logger import rank_logger
 
 
@@ -155,6 +155,8 @@ def collate_packed(rows: list[tuple[list[int], list[bool]]], pad_id: int, capaci
 def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Sum of token NLL over labelled tokens and their count (caller divides by the global count).
     `batch` is `collate`'s (attention_mask) or `collate_packed`'s (position_ids) layout."""
+    dev = module_device(model)
+    batch = {k: v.to(dev) for k, v in batch.items()}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                    position_ids=batch.get("position_ids"), use_cache=False).logits
     logits = logits[:, :-1].float()
