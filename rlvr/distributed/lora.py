@@ -8,39 +8,72 @@
   model needs. Computed out of place, so training is not disturbed (peft's in-place merge/unmerge would drift).
 - `save_model(model, dir)`: a loadable HF model dir (merged weights); adapters are also saved under `dir/adapter`.
 - `sync_weights(engine, model)`: hand the engine the module it shares, or merged weights it can load.
+- `inject_lora(module, cfg)`: adapters put into a plain module in place, no PeftModel wrapper — for a trunk under
+  a head of our own (reward model, PRM: `ValueHeadModel.add_lora`), where the head stays outside peft and trains
+  fully; `merged_state_dict` / `save_adapters` / `load_adapter_weights` work on such a module too.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from rlvr.distributed.config import LoRAConfig
 
-__all__ = ["apply_lora", "is_peft", "reference_model", "merged_state_dict", "save_model", "load_adapter_weights",
-           "sync_weights", "AdaptersOff"]
+__all__ = ["apply_lora", "inject_lora", "is_peft", "has_injected_adapters", "reference_model", "merged_state_dict",
+           "save_model", "save_adapters", "load_adapter_weights", "sync_weights", "AdaptersOff"]
 
 
 def is_peft(model: Any) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+def has_injected_adapters(module: Any) -> bool:
+    """True for a plain module that `inject_lora` gave adapters (peft sets `peft_config` on it)."""
+    return hasattr(module, "peft_config") and not is_peft(module)
+
+
+def _peft_config(cfg: LoRAConfig, task_type: str | None) -> Any:
+    from peft import LoraConfig
+
+    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                      task_type=task_type)
+
+
+@contextlib.contextmanager
+def _target_errors() -> Iterator[None]:
+    try:
+        yield
+    except ValueError as e:   # e.g. target modules not found in the model
+        from rlvr.errors import ConfigError
+        raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
+
+
 def apply_lora(model: torch.nn.Module, cfg: LoRAConfig | None) -> torch.nn.Module:
     """`model` wrapped with fresh LoRA adapters when cfg.enabled (B = 0, so the output is unchanged), else `model`."""
     if cfg is None or not cfg.enabled:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
-    pcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM")
-    try:
-        return get_peft_model(model, pcfg)
-    except ValueError as e:   # e.g. target modules not found in the model
-        from rlvr.errors import ConfigError
-        raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
+    with _target_errors():
+        return get_peft_model(model, _peft_config(cfg, "CAUSAL_LM"))
+
+
+def inject_lora(module: torch.nn.Module, cfg: LoRAConfig | None) -> torch.nn.Module:
+    """Fresh LoRA adapters (B = 0: outputs unchanged) put into `module` in place with peft's
+    `inject_adapter_in_model`, which also freezes every other weight of `module`; a no-op unless cfg.enabled.
+    Parameters outside `module` (a value head around a trunk) are left as they are. Returns `module`."""
+    if cfg is None or not cfg.enabled:
+        return module
+    from peft import inject_adapter_in_model
+
+    with _target_errors():
+        inject_adapter_in_model(_peft_config(cfg, None), module)
+    return module
 
 
 class AdaptersOff:
@@ -84,12 +117,15 @@ def reference_model(model: torch.nn.Module) -> Any:
 @torch.no_grad()
 def merged_state_dict(model: torch.nn.Module, adapters: bool = True) -> dict[str, torch.Tensor]:
     """Base-model state dict with the active adapters folded in: W' = W + Σ_adapters scale·B@A (base names).
-    adapters=False: the base weights W alone."""
-    if not is_peft(model):
+    adapters=False: the base weights W alone. Works on a peft model and on an `inject_lora` module."""
+    if is_peft(model):
+        base = model.get_base_model()
+    elif has_injected_adapters(model):
+        base = model
+    else:
         return {k: v.detach() for k, v in model.state_dict().items()}
     from peft.tuners.lora import LoraLayer
 
-    base = model.get_base_model()
     deltas: dict[str, torch.Tensor] = {}
     for name, mod in base.named_modules() if adapters else ():
         if isinstance(mod, LoraLayer) and not getattr(mod, "disable_adapters", False):
@@ -121,8 +157,22 @@ def save_model(model: torch.nn.Module, path: str | Path, tokenizer: Any = None) 
         tokenizer.save_pretrained(path)
 
 
+def save_adapters(module: torch.nn.Module, path: str | Path) -> None:
+    """The adapters of an `inject_lora` module in peft's layout: `path/adapter_model.safetensors` (keys without the
+    adapter name) + `path/adapter_config.json`."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(module).items()}
+    save_file(weights, str(path / "adapter_model.safetensors"))
+    module.peft_config["default"].save_pretrained(path)
+
+
 def load_adapter_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load adapters saved by `save_model` (under `path/adapter`) into the live peft `model`."""
+    """Load adapters saved under `path/adapter` (by `save_model`, or `save_adapters(m, path / "adapter")`) into the
+    live peft model or `inject_lora` module `model`."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 

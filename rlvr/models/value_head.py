@@ -9,8 +9,12 @@ each step (the step separator), as logits of P(step correct).
 Saved layout (`save_pretrained(dir)`): the backbone's own `save_pretrained` files (config.json,
 model.safetensors: a plain HF base model, loadable without this code), plus `value_head.safetensors`
 (`head.weight` [1, H], `head.bias` [1]) and `value_head.json` (what the head was trained as, e.g.
-`{"kind": "prm", "step_separator": "\\n"}`). `load_state_dict` accepts the merged keys of both files, so the
-shared `CheckpointManager.restore` works unchanged.
+`{"kind": "prm", "step_separator": "\\n"}`). `load_state_dict` accepts the merged keys of both files.
+
+LoRA (`add_lora`, config `lora:` of the RM / PRM trainers): peft adapters on the backbone's linear layers, whose
+base weights freeze; the head stays outside peft and trains fully. A save then writes the *merged* backbone
+(W + (alpha/r)·B@A under the base names: the same plain layout, so verifiers and the next stage load it with no
+LoRA code) and the adapters in `adapter/`, from which `restore_from` (CheckpointManager.restore) resumes.
 """
 from __future__ import annotations
 
@@ -56,12 +60,34 @@ class ValueHeadModel(nn.Module):
         h = out.last_hidden_state                                  # [B, T, H], already final-normed
         return self.head(h.to(self.head.weight.dtype)).squeeze(-1).float()
 
+    # ------------------------------------------------------------------------------------------------ LoRA
+    def add_lora(self, cfg: Any) -> "ValueHeadModel":
+        """Fresh LoRA adapters on the backbone (a `LoRAConfig`; no-op unless enabled): the backbone's own weights
+        freeze, the head keeps training. Returns self."""
+        from rlvr.distributed.lora import inject_lora
+
+        inject_lora(self.backbone, cfg)
+        return self
+
+    @property
+    def has_adapters(self) -> bool:
+        from rlvr.distributed.lora import has_injected_adapters
+
+        return has_injected_adapters(self.backbone)
+
     # ------------------------------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
+        """The saved layout (module doc); with adapters the backbone is written merged, the adapters in adapter/."""
         from safetensors.torch import save_file
 
+        from rlvr.distributed.lora import merged_state_dict, save_adapters
+
         path = Path(path)
-        self.backbone.save_pretrained(path, **kwargs)
+        if self.has_adapters:
+            self.backbone.save_pretrained(path, state_dict=merged_state_dict(self.backbone), **kwargs)
+            save_adapters(self.backbone, path / "adapter")
+        else:
+            self.backbone.save_pretrained(path, **kwargs)
         head = {f"head.{k}": v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
         save_file(head, str(path / HEAD_FILE))
         (path / META_FILE).write_text(json.dumps(self.meta, indent=1) + "\n")
@@ -70,6 +96,26 @@ class ValueHeadModel(nn.Module):
         """Accepts both this module's own keys and the saved layout's (backbone keys without a prefix)."""
         own = {k if k.startswith(("head.", "backbone.")) else f"backbone.{k}": v for k, v in state_dict.items()}
         return super().load_state_dict(own, strict=strict, assign=assign)
+
+    def restore_from(self, path: str | Path) -> None:
+        """Load a `save_pretrained` dir back into this model (CheckpointManager.restore calls it). With adapters:
+        the adapters and the head (the frozen base is the one this model was built from); else every weight."""
+        from safetensors.torch import load_file
+
+        from rlvr.distributed.lora import load_adapter_weights
+
+        path = Path(path)
+        if self.has_adapters:
+            load_adapter_weights(self.backbone, path)
+            head = load_file(str(path / HEAD_FILE))
+            self.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()})
+            return
+        weights = {}
+        for f in sorted(path.glob("*.safetensors")):
+            weights.update(load_file(f))
+        missing, unexpected = self.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint {path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: str = "float32") -> "ValueHeadModel":

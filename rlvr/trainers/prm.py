@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import field_validator, model_validator
 
 from rlvr.config import Config
-from rlvr.distributed import DistributedConfig, context, prepare, shard
+from rlvr.distributed import DistributedConfig, LoRAConfig, context, prepare, shard
 from rlvr.errors import DataError
 from rlvr.models.value_head import ValueHeadModel, one_token_scores, right_pad
 from rlvr.trainers.checkpoint import atomic_write_json
@@ -122,6 +122,8 @@ class PRMConfig(Config):
     """checkpoints kept"""
     torch_threads: int | None = None
     """torch CPU threads (1 is much faster on a shared, oversubscribed CPU); None: torch's default"""
+    lora: LoRAConfig = LoRAConfig()
+    """peft LoRA adapters on the trunk (the head trains fully); the saved model is merged (plain layout)"""
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod
@@ -461,6 +463,7 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
     meta = {"kind": "prm", "step_separator": cfg.step_separator, "max_length": cfg.max_length}
     model, tok = load_value_model(cfg.model, expect_kind="prm", meta=meta)
     model.meta.update(meta)
+    model.add_lora(cfg.lora)                           # LoRA: adapters on the trunk, the head fully trained
     enc_train, enc_held = _encode_all(train, tok, cfg), _encode_all(held, tok, cfg)
     out = Path(cfg.output_dir)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)

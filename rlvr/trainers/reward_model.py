@@ -33,7 +33,7 @@ from pydantic import field_validator, model_validator
 
 from rlvr.algos import bradley_terry_loss, pairs_from_ranking, reward_centering
 from rlvr.config import Config
-from rlvr.distributed import DistributedConfig, context, prepare, shard
+from rlvr.distributed import DistributedConfig, LoRAConfig, context, prepare, shard
 from rlvr.errors import DataError
 from rlvr.models.value_head import ValueHeadModel, last_token_index, one_token_scores, right_pad
 from rlvr.trainers.checkpoint import atomic_write_json
@@ -98,6 +98,8 @@ class RMConfig(Config):
     """checkpoints kept"""
     torch_threads: int | None = None
     """torch CPU threads (1 is much faster on a shared, oversubscribed CPU); None: torch's default"""
+    lora: LoRAConfig = LoRAConfig()
+    """peft LoRA adapters on the trunk (the head trains fully); the saved model is merged (plain layout)"""
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod
@@ -297,6 +299,7 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False, log_fn: Callable[
     model, tok = load_value_model(cfg.model, expect_kind="reward",
                                   meta={"kind": "reward", "template": cfg.template, "max_length": cfg.max_length})
     model.meta.update(kind="reward", template=cfg.template, max_length=cfg.max_length)
+    model.add_lora(cfg.lora)                           # LoRA: adapters on the trunk, the head fully trained
     enc_train, enc_held = _encode_groups(train, tok, cfg), _encode_groups(held, tok, cfg)
     out = Path(cfg.output_dir)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)

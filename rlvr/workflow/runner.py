@@ -43,6 +43,11 @@ class StageContext:
         """The run's `distributed:` section, passed to the trainers."""
         return self.run.wf.distributed
 
+    @property
+    def lora(self):
+        """The stage's `lora:` section, else the run's (a stage's own section overrides the run's)."""
+        return self.spec.lora or self.run.wf.lora
+
     def model_path(self) -> str:
         return self.run.model_path(self.spec.model)
 
@@ -54,7 +59,7 @@ class StageContext:
                                               attn_implementation=mc.attn_implementation)
         if train:
             from rlvr.distributed import apply_lora
-            model = apply_lora(model, self.spec.lora or self.run.wf.lora)
+            model = apply_lora(model, self.lora)
         return model, tok
 
     def save_model(self, model, tokenizer) -> str:

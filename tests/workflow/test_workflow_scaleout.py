@@ -37,6 +37,42 @@ def test_lora_stages_save_merged_models_and_change_the_fingerprint(tmp_path):
     assert fp(plain) != fp(lora)
 
 
+REWARD_STAGES = """
+name: lora_rewards
+torch_threads: 1
+model: {path: tiny}
+lora: {enabled: true, r: 4}
+stages:
+  - {name: rm, kind: rm, data: [{file: PAIRS}],
+     config: {max_steps: 2, batch_size: 4, micro_batch: 4, eval_fraction: 0.0, max_length: 24, bf16: false}}
+  - {name: rm_full, kind: rm, data: [{file: PAIRS}], config: {max_steps: 1, batch_size: 4, eval_fraction: 0.0,
+     max_length: 24, bf16: false, lora: {enabled: false}}}
+  - {name: prm, kind: prm, config: {synthetic: {n: 20}, max_steps: 2, batch_size: 4, eval_fraction: 0.0,
+     max_length: 32, bf16: false}}
+eval: {source: null}
+"""
+
+
+def test_reward_stages_take_the_run_lora_and_save_merged_models(tmp_path):
+    """A run-wide `lora:` reaches the rm and prm stages (adapters on the trunk, a merged model the verifiers
+    load); a stage config's own `lora:` wins over it."""
+    from rlvr.models.value_head import load_value_model
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"{a}+1=", "chosen": str(a + 1), "rejected": str(a)}) + "\n"
+                             for a in range(8)))
+    spec = tmp_path / "run.yaml"
+    spec.write_text(REWARD_STAGES.replace("PAIRS", str(pairs)))
+    summary = run_workflow(load_workflow(spec, [f"output_dir={tmp_path / 'out'}"]), log=lambda m: None)
+    assert summary["status"] == "complete"
+    dirs = {s["name"]: Path(s["model_dir"]) for s in summary["stages"]}
+    for name, kind in (("rm", "reward"), ("prm", "prm")):
+        assert (dirs[name] / "adapter" / "adapter_model.safetensors").exists(), name
+        model, _ = load_value_model(str(dirs[name]), expect_kind=kind)          # merged: a plain value model
+        assert not model.has_adapters
+    assert not (dirs["rm_full"] / "adapter").exists()
+
+
 @pytest.mark.distributed
 def test_run_on_two_deepspeed_ranks(tmp_path):
     pytest.importorskip("deepspeed", reason="deepspeed is not installed")
