@@ -71,11 +71,12 @@ def generate_engine(model, tok, autocast_bf16: bool):
             rows = [ids for ids in prompt_ids for _ in range(n_gen)]
             input_ids, attention_mask = self._left_pad(rows)
             rec = Recorder(params.temperature)
-            procs = [rec, MinNewTokensLengthLogitsProcessor(input_ids.shape[1], params.min_new_tokens, self.eos_ids)]
+            procs = [rec, MinNewTokensLengthLogitsProcessor(input_ids.shape[1], params.min_new_tokens,
+                                                            torch.tensor(self.eos_ids, device=input_ids.device))]
             cfg = GenerationConfig(do_sample=True, temperature=params.temperature, top_k=0, top_p=1.0,
                                    max_new_tokens=params.max_new_tokens, eos_token_id=self.eos_ids,
                                    pad_token_id=self.pad_id, repetition_penalty=1.0)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 seq = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=cfg,
                                           logits_processor=LogitsProcessorList(procs))
             comps = seq[:, input_ids.shape[1]:]

@@ -42,7 +42,8 @@ class ValueHeadModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1)
+        p = next(backbone.parameters(), None)   # the head lives where the backbone does (a GPU trunk: on the GPU)
+        self.head = nn.Linear(hidden, 1, device=p.device if p is not None else None)
         # Small init so initial rewards are ~0 and BT/BCE start near log 2 (std 1/sqrt(H+1), as InstructGPT/TRL).
         nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
         nn.init.zeros_(self.head.bias)

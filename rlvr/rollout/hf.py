@@ -76,7 +76,9 @@ class HFEngine:
                  autocast_bf16: bool = False, device: str | None = None, dtype: str | None = None):
         if isinstance(model, (str, Path)):
             model, tokenizer = _load(str(model), tokenizer, dtype)
-            device = device or ("cuda" if torch.cuda.is_available() else None)
+            if device is None:
+                from rlvr.distributed.context import context
+                device = context().device
         if tokenizer is None:
             raise ValueError("HFEngine: pass the tokenizer together with a model object")
         elif dtype is not None and next(model.parameters()).dtype != getattr(torch, dtype):

@@ -50,7 +50,7 @@ def prm_config(tmp_path: Path, out: str, steps: int, **kw) -> PRMConfig:
 def start_model(kind: str):
     """The trainer's start: the tiny trunk with the head it initialises (seed 0)."""
     seed_everything(0)
-    return load_value_model("tiny", expect_kind=kind)[0]
+    return load_value_model("tiny", expect_kind=kind, device="cpu")[0]   # compared with the saved (CPU) files
 
 
 def assert_only_adapters_and_head_trained(model_dir: Path, kind: str) -> None:

@@ -107,11 +107,11 @@ def test_value_head_save_load_roundtrip(small_lm, tmp_path):
 
     model, tok = load_value_model(str(small_lm), meta={"kind": "reward"})
     torch.nn.init.normal_(model.head.weight)
-    ids = torch.tensor([tok("hello there")["input_ids"]])
+    ids = torch.tensor([tok("hello there")["input_ids"]], device=model.head.weight.device)
     before = model(ids)
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    again = ValueHeadModel.from_pretrained(tmp_path / "m")
+    again = ValueHeadModel.from_pretrained(tmp_path / "m").to(ids.device)
     assert again.meta == {"kind": "reward"} and torch.allclose(again(ids), before, atol=1e-6)
     # the shared CheckpointManager restores a value-head model (backbone + head keys) unchanged
     ckpt = CheckpointManager(tmp_path / "run").save(1, model)

@@ -32,9 +32,9 @@ def engine(tiny_dir):
 
 def forward_logprobs(model, r: Rollout, temperature: float) -> torch.Tensor:
     """Reference: one unpadded forward pass, log_softmax(logits / T) at the completion tokens."""
-    ids = torch.tensor([r.prompt_ids + r.completion_ids])
+    ids = torch.tensor([r.prompt_ids + r.completion_ids], device=model.device)
     with torch.no_grad():
-        logits = model(ids).logits[0].float()
+        logits = model(ids).logits[0].float().cpu()
     p = len(r.prompt_ids)
     lp = torch.log_softmax(logits[p - 1:-1] / temperature, dim=-1)
     return lp.gather(1, torch.tensor(r.completion_ids)[:, None]).squeeze(1)
@@ -100,9 +100,9 @@ def test_greedy_is_argmax_and_padding_invariant(engine):
     for prompt, group in zip(PROMPTS, batched):
         r = group[0]
         assert group[1].completion_ids == r.completion_ids          # greedy copies are identical
-        ids = torch.tensor([r.prompt_ids + r.completion_ids])
+        ids = torch.tensor([r.prompt_ids + r.completion_ids], device=engine.model.device)
         with torch.no_grad():
-            logits = engine.model(ids).logits[0]
+            logits = engine.model(ids).logits[0].cpu()
         p = len(r.prompt_ids)
         assert logits[p - 1:-1].argmax(-1).tolist() == r.completion_ids
         assert torch.allclose(torch.tensor(r.logprobs), forward_logprobs(engine.model, r, 1.0), atol=1e-4)

@@ -278,5 +278,5 @@ def test_kto_reference_point_is_per_step_not_per_micro_batch(tmp_path, tiny):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     z0 = D._step_reference_point(model0, items, list(range(6)), ref, cfg, tok.pad_token_id)
     logps, _ = D.sequence_logps(model0, items, tok.pad_token_id, False)
-    assert float(z0) == pytest.approx(float(kto_reference_point(logps[:, 1], ref[:, 1])), abs=1e-5) and float(z0) > 0
+    assert float(z0) == pytest.approx(float(kto_reference_point(logps[:, 1], ref[:, 1].to(logps.device))), abs=1e-5) and float(z0) > 0
     assert torch.allclose(grads[0], grads[2], atol=1e-6) and torch.allclose(grads[1], grads[2], atol=1e-6)

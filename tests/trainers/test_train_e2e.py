@@ -100,7 +100,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "rlvr.cli", "train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={out}",
            *SMALL, "control.enabled=false", "--resume"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     for stage, ckpt in (("sft", "step-00000002"), ("grpo", "step-00000002")):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
