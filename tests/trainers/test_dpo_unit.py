@@ -261,8 +261,9 @@ def test_kto_reference_point_is_per_step_not_per_micro_batch(tmp_path, tiny):
     split into micro-batches (a per-micro-batch z0 would change it)."""
     model0, tok = fresh(tiny)
     with torch.no_grad():                     # move the policy off the reference so z0 > 0 and varies by item
+        gen = torch.Generator().manual_seed(0)   # CPU draws: the same perturbation on any device
         for p in model0.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(0.05 * torch.randn(p.shape, generator=gen).to(p.device))
     recs = [{"prompt": f"{a} + {a} =", "completion": c, "label": lab}
             for a, c, lab in [(1, "2", True), (2, "5", False), (3, "6", True), (4, "1", False), (5, "10", True),
                               (6, "13", False)]]

@@ -97,7 +97,7 @@ def test_completion_values_align_with_unpadded_positions(tiny):
     with torch.no_grad():
         values = completion_values(critic, batch)
         for i, (p, c) in enumerate(zip(prompts, comps)):
-            ids = torch.tensor([p + c])
+            ids = torch.tensor([p + c], device=critic.head.weight.device)
             scores = critic(ids)[0]                       # no padding at all
             # V(s_t) is read at the token *before* completion token t: positions len(p)-1 .. len(p)+len(c)-2
             assert values[i, :len(c)].tolist() == pytest.approx(scores[len(p) - 1:len(p) - 1 + len(c)].tolist(),
