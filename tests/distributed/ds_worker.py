@@ -1,6 +1,6 @@
 """Scenarios run by tests/distributed/test_deepspeed_*.py: once in-process (single-process reference, plain
 PyTorch) and once per rank under `deepspeed --num_gpus 2` (DeepSpeed ZeRO on gloo). Each writes its results into
-OUT as JSON (losses) and safetensors (parameters); the test compares them.
+OUT as JSON (losses) and safetensors (parameters); the test compares them. Launched by tests/distributed/launch.py.
 
     python tests/distributed/ds_worker.py SCENARIO OUT [DS_CONFIG]
 """
@@ -184,6 +184,70 @@ def run_rm(out: Path, ds: str | None) -> None:
         (out / "rm_metrics.json").write_text(json.dumps({k: [r[k] for r in rows] for k in keys}))
 
 
+PRM_TRAJECTORIES = [
+    {"question": "start 2", "steps": ["2+3=5", "5-1=4"], "labels": [1, 1]},
+    {"question": "start 4", "steps": ["4+1=5", "5-2=2"], "labels": [1, -1]},
+    {"question": "start 1", "steps": ["1+1=2", "2+2=4", "4-3=1"], "labels": [1, None, 1]},
+    {"question": "start 0", "steps": ["0+3=4"], "labels": [-1]},
+    {"question": "start 3", "steps": ["3-1=2", "2+5=7", "7-7=0", "0+1=1"], "labels": [1, 1, 0, 1]}]
+
+
+def run_prm(out: Path, ds: str | None) -> None:
+    """One PRM step over 5 trajectories (1 to 4 steps, an unlabelled and a neutral step; 3 + 2 on 2 ranks,
+    micro-batch 2: uneven labelled-step counts per rank) and a held-out eval; the saved model is compared."""
+    from rlvr.distributed import DistributedConfig, context
+    from rlvr.trainers.logger import read_jsonl
+    from rlvr.trainers.prm import PRMConfig, train_prm
+
+    data = out / "prm_data.jsonl"
+    if context().is_main:
+        data.write_text("".join(json.dumps(t) + "\n" for t in PRM_TRAJECTORIES))
+    context().barrier()
+    cfg = PRMConfig(data=[str(data)], eval_data=[str(data)], output_dir=str(out / "prm"), max_steps=1, batch_size=5,
+                    micro_batch=2, lr=1e-2, bf16=False, checkpoint_every=0, max_length=48)
+    train_prm(cfg, log_fn=lambda s: None, dist=DistributedConfig(deepspeed=ds))
+    if context().is_main:
+        rows = read_jsonl(out / "prm" / "prm_metrics.jsonl")
+        keys = ("loss/prm", "grad/norm", "prm/accuracy", "eval/loss")
+        (out / "prm_metrics.json").write_text(json.dumps({k: [r[k] for r in rows] for k in keys}))
+
+
+def run_online_dpo(out: Path, ds: str | None) -> None:
+    """Two SPIN rounds on 1-digit addition: each samples 4 prompts' completions from the current policy (the same
+    on every rank: same seed, same weights) and runs one DPO step over the pairs (2 per rank, micro-batch 1).
+    Under ZeRO-3 round 1 samples from the partitioned model that round 0's DeepSpeed engine left behind, and its
+    DPO round initialises DeepSpeed again over it. Records each round's pairs, DPO loss and gradient norm."""
+    from rlvr.distributed import DistributedConfig, context
+    from rlvr.rollout import get_engine
+    from rlvr.trainers.checkpoint import seed_everything
+    from rlvr.trainers.common import load_model_and_tokenizer
+    from rlvr.trainers.dpo import DPOConfig
+    from rlvr.trainers.logger import read_jsonl
+    from rlvr.trainers.online_dpo import OnlineDPOConfig, _load_items, train_online_dpo
+    from tasks.registry import get_task
+
+    seed_everything(0)
+    model, tok = load_model_and_tokenizer("tiny")
+    task = get_task("arithmetic", digits=1, ops="+", reverse_answer=True, answer_format="plain", n_test=5,
+                    n_train=20)
+    cfg = OnlineDPOConfig(rounds=2, pairs="spin", prompts_per_round=4, target="{written_answer}", max_new_tokens=3,
+                          dpo=DPOConfig(steps=1, batch_size=4, micro_batch=1, lr=1e-2, bf16=False, eval_every=0,
+                                        checkpoint_every=0))
+    engine = get_engine("hf", model=model, tokenizer=tok)
+    run = out / "online_dpo"
+    train_online_dpo(model, tok, engine, task, task.load("train"), cfg, out_dir=run, log_fn=lambda s: None,
+                     dist=DistributedConfig(deepspeed=ds))
+    metrics: dict = {"pairs": [], "loss/total": [], "grad/norm": []}
+    if context().is_main:
+        for r in range(cfg.rounds):
+            items, _ = _load_items(run / f"round-{r:02d}" / "pairs.pt")
+            metrics["pairs"].append([[list(it.prompt), list(it.first), list(it.second)] for it in items])
+            row = read_jsonl(run / f"round-{r:02d}" / "dpo_metrics.jsonl")[-1]
+            metrics["loss/total"].append(row["loss/total"])
+            metrics["grad/norm"].append(row["grad/norm"])
+    _write(out, "online_dpo", model, metrics)
+
+
 def run_dpo(out: Path, ds: str | None) -> None:
     """One DPO step over 6 fixed pairs (3 per rank, micro-batch 2: uneven micro-batch sizes), reference cached."""
     from rlvr.distributed import DistributedConfig, context
@@ -221,7 +285,8 @@ def _write(out: Path, name: str, model, metrics: dict) -> None:
 
 
 SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update,
-             "grpo_update_lora": run_grpo_update_lora, "dpo": run_dpo, "ppo_update": run_ppo_update, "rm": run_rm}
+             "grpo_update_lora": run_grpo_update_lora, "dpo": run_dpo, "ppo_update": run_ppo_update, "rm": run_rm,
+             "prm": run_prm, "online_dpo": run_online_dpo}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.distributed.test_deepspeed_zero2 import REPO, ZERO2, _free_port
+from tests.distributed.launch import ZERO2, ZERO3_PARTITIONED, deepspeed_launch
 
 pytestmark = pytest.mark.distributed
 
@@ -19,23 +19,8 @@ TINY = ["model.path=tiny", "model.dtype=float32", "rollout.backend=hf", "torch_t
 
 
 def test_pipeline_runs_on_two_ranks(tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed")
-    launcher = Path(sys.executable).parent / "deepspeed"
-    launcher = str(launcher) if launcher.exists() else shutil.which("deepspeed")
-    if not launcher:
-        pytest.skip("the deepspeed launcher is not on PATH")
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), "--no_local_rank", "--module",
-           "rlvr.cli", "train", "recipes/r1_mini.yaml", f"output_dir={tmp_path}",
-           f"distributed.deepspeed={ZERO2}", *TINY]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    deepspeed_launch(["--no_local_rank", "--module", "rlvr.cli", "train", "recipes/r1_mini.yaml",
+                      f"output_dir={tmp_path}", f"distributed.deepspeed={ZERO2}", *TINY])
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["name"] for s in summary["stages"]] == ["sft", "grpo"] and "pass@1_end" in summary
@@ -58,26 +43,10 @@ PPO_LORA = ["model.dtype=float32", "rollout.backend=hf", "torch_threads=1", "tas
 def test_ppo_with_lora_under_partitioned_zero3(tmp_path):
     """`rlvr train` SFT → PPO with LoRA on 2 ranks, every weight partitioned (ZeRO-3): per-rank generation and
     evals inside `gathered()`, a critic with its own adapters, stage models saved from gathered weights."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import torch
 
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed")
-    launcher = Path(sys.executable).parent / "deepspeed"
-    launcher = str(launcher) if launcher.exists() else shutil.which("deepspeed")
-    if not launcher:
-        pytest.skip("the deepspeed launcher is not on PATH")
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    zero3 = REPO / "tests" / "distributed" / "zero3_partitioned.json"
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), "--no_local_rank", "--module",
-           "rlvr.cli", "train", "recipes/ppo_arithmetic.yaml", f"output_dir={tmp_path}",
-           f"distributed.deepspeed={zero3}", *PPO_LORA]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    deepspeed_launch(["--no_local_rank", "--module", "rlvr.cli", "train", "recipes/ppo_arithmetic.yaml",
+                      f"output_dir={tmp_path}", f"distributed.deepspeed={ZERO3_PARTITIONED}", *PPO_LORA])
 
     rows = [json.loads(line) for line in (tmp_path / "ppo" / "ppo_metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("eval/pass@1" in r for r in rows)

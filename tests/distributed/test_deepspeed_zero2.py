@@ -2,7 +2,8 @@
 
 One `DS_ACCELERATOR=cpu deepspeed --num_gpus 2` launch runs the scenarios of `ds_worker.py` (SFT one step, SFT
 resume, one GRPO policy_update with mu=2 and a KL reference plus per-rank generation, one DPO step, one PPO
-update of policy + critic with advantages whitened across ranks, one reward-model step); the same scenarios run
+update of policy + critic with advantages whitened across ranks, one reward-model step, one PRM step); the same
+scenarios run
 in-process with plain PyTorch (`single`, shared with test_deepspeed_zero3.py). Ranks get uneven token counts and
 micro-batch counts, so the global-count normalisation and the equal-backward-count rule are both exercised.
 Adam's first step is ~lr·sign(g), so parameters alone would not notice a wrong gradient scale: the gradient
@@ -10,58 +11,22 @@ norms are compared too.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.distributed.launch import ZERO2, run_scenarios
+
 pytestmark = pytest.mark.distributed
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-ZERO2 = REPO / "recipes" / "deepspeed" / "zero2.json"
-
-
-def _worker():
-    spec = importlib.util.spec_from_file_location("ds_worker", HERE / "ds_worker.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(scenarios: str, out: Path, ds_config: Path, timeout: float = 240) -> None:
-    """`deepspeed --num_gpus 2 ds_worker.py SCENARIOS OUT CONFIG` on CPU; fails the test with the log tail."""
-    launcher = Path(sys.executable).parent / "deepspeed"
-    if not launcher.exists():
-        launcher = shutil.which("deepspeed")
-    if not launcher:
-        pytest.skip("the deepspeed launcher is not on PATH")
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [str(launcher), "--num_gpus", "2", "--master_port", str(_free_port()), str(HERE / "ds_worker.py"),
-           scenarios, str(out), str(ds_config)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        pytest.fail(f"deepspeed launch failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, single):
     root = tmp_path_factory.mktemp("zero2")
     (root / "single").symlink_to(single)
-    launch("sft,sft_resume,grpo_update,dpo,ppo_update,rm", root / "ds", ZERO2)
+    run_scenarios("sft,sft_resume,grpo_update,dpo,ppo_update,rm,prm", root / "ds", ZERO2)
     return root
 
 
@@ -177,24 +142,42 @@ def test_ppo_update_matches_single_process(runs):
     check_ppo_update(runs)
 
 
-def _rm_weights(run: Path) -> dict[str, torch.Tensor]:
+def _value_weights(run: Path, name: str) -> dict[str, torch.Tensor]:
+    """The saved value-head model of scenario `name` (trunk + head) under ValueHeadModel's own keys."""
     from safetensors.torch import load_file
-    model = run / "rm" / "model"
+    model = run / name / "model"
     return {**{f"backbone.{k}": v for k, v in load_file(str(model / "model.safetensors")).items()},
             **load_file(str(model / "value_head.safetensors"))}
 
 
-def test_reward_model_step_matches_single_process(runs):
-    """BT loss over pairs, a 3-way ranking and a margin: one step on 2 ranks (3 + 2 groups) = one process."""
+def _value_init(kind: str) -> dict[str, torch.Tensor]:
     from rlvr.models.value_head import load_value_model
     from rlvr.trainers.checkpoint import seed_everything
 
+    seed_everything(0)                                                      # the trainer's head init
+    return {k: v.float() for k, v in load_value_model("tiny", expect_kind=kind)[0].state_dict().items()}
+
+
+def test_reward_model_step_matches_single_process(runs):
+    """BT loss over pairs, a 3-way ranking and a margin: one step on 2 ranks (3 + 2 groups) = one process."""
     a, b = _metrics(runs / "single" / "rm_metrics.json"), _metrics(runs / "ds" / "rm_metrics.json")
     assert b["loss/rm"][0] == pytest.approx(a["loss/rm"][0], rel=1e-5)
     assert b["grad/norm"][0] == pytest.approx(a["grad/norm"][0], rel=1e-4)
     assert b["rm/accuracy"] == a["rm/accuracy"]                            # summed over ranks
     assert b["eval/loss"][0] == pytest.approx(a["eval/loss"][0], rel=1e-4)
-    seed_everything(0)                                                      # the trainer's head init
-    init = {k: v.float() for k, v in load_value_model("tiny", expect_kind="reward")[0].state_dict().items()}
-    single, ds = _rm_weights(runs / "single"), _rm_weights(runs / "ds")
+    init = _value_init("reward")
+    single, ds = _value_weights(runs / "single", "rm"), _value_weights(runs / "ds", "rm")
+    _assert_same_update(single, ds, {k: init[k] for k in single}, lr_steps=1e-2)
+
+
+def test_prm_step_matches_single_process(runs):
+    """Step BCE over 5 trajectories (an unlabelled and a neutral step among them): 3 + 2 on 2 ranks = one process;
+    the loss divides by the whole step's labelled-step count, accuracy hits are summed over ranks."""
+    a, b = _metrics(runs / "single" / "prm_metrics.json"), _metrics(runs / "ds" / "prm_metrics.json")
+    assert b["loss/prm"][0] == pytest.approx(a["loss/prm"][0], rel=1e-5)
+    assert b["grad/norm"][0] == pytest.approx(a["grad/norm"][0], rel=1e-4)
+    assert b["prm/accuracy"] == a["prm/accuracy"]
+    assert b["eval/loss"][0] == pytest.approx(a["eval/loss"][0], rel=1e-4)
+    init = _value_init("prm")
+    single, ds = _value_weights(runs / "single", "prm"), _value_weights(runs / "ds", "prm")
     _assert_same_update(single, ds, {k: init[k] for k in single}, lr_steps=1e-2)

@@ -8,7 +8,9 @@ rank and hide exactly what ZeRO-3 changes (every forward all-gathers the weights
   generation through an HF engine before and after — a different number of forward passes on each rank, run
   inside `Trainable.gathered()`; the same with LoRA (the reference is the adapters-off policy);
 - a PPO update of policy + separate critic, advantages whitened across ranks;
-- a DPO step and a reward-model step (evals inside `gathered()`, the final model gathered for the save).
+- a DPO step, a reward-model step and a PRM step (evals inside `gathered()`, the final model gathered for the save);
+- two online-DPO (SPIN) rounds: round 1 samples from the model round 0's engine left partitioned, and its DPO round
+  initialises DeepSpeed again over it.
 Each is compared with the one-process run (`single`, shared with test_deepspeed_zero2.py).
 """
 from __future__ import annotations
@@ -17,22 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.test_deepspeed_zero2 import (HERE, _assert_same_update, _initial, _metrics, _params,
-                                                    check_grpo_update, check_ppo_update, launch)
-# The same DPO and reward-model checks, collected here against this module's ZeRO-3 `runs`:
+from tests.distributed.launch import ZERO3_PARTITIONED, run_scenarios
+from tests.distributed.test_deepspeed_zero2 import (_assert_same_update, _initial, _metrics, _params,
+                                                    check_grpo_update, check_ppo_update)
+# The same DPO, reward-model and PRM checks, collected here against this module's ZeRO-3 `runs`:
 from tests.distributed.test_deepspeed_zero2 import (test_dpo_step_matches_single_process,  # noqa: F401
+                                                    test_prm_step_matches_single_process,  # noqa: F401
                                                     test_reward_model_step_matches_single_process)  # noqa: F401
 
 pytestmark = pytest.mark.distributed
-
-ZERO3 = HERE / "zero3_partitioned.json"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, single) -> Path:
     root = tmp_path_factory.mktemp("zero3")
     (root / "single").symlink_to(single)
-    launch("sft,grpo_update,grpo_update_lora,ppo_update,dpo,rm", root / "ds", ZERO3)
+    run_scenarios("sft,grpo_update,grpo_update_lora,ppo_update,dpo,rm,prm,online_dpo", root / "ds", ZERO3_PARTITIONED)
     return root
 
 
@@ -59,3 +61,13 @@ def test_grpo_update_with_lora_matches_single_process(runs):
 
 def test_ppo_update_matches_single_process(runs):
     check_ppo_update(runs)
+
+
+def test_online_dpo_rounds_match_single_process(runs):
+    """Two SPIN rounds: the same pairs sampled each round (so round 1's weights agreed), the same DPO step."""
+    a, b = _metrics(runs / "single" / "online_dpo_metrics.json"), _metrics(runs / "ds" / "online_dpo_metrics.json")
+    assert len(a["pairs"]) == 2 and all(a["pairs"]) and b["pairs"] == a["pairs"]
+    assert b["loss/total"] == pytest.approx(a["loss/total"], rel=1e-5)
+    assert b["grad/norm"] == pytest.approx(a["grad/norm"], rel=1e-4)
+    _assert_same_update(_params(runs / "single" / "online_dpo_params.safetensors"),
+                        _params(runs / "ds" / "online_dpo_params.safetensors"), _initial(), lr_steps=1e-2)

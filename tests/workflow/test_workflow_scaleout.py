@@ -3,10 +3,6 @@ on every rank, sampling stages and evals on rank 0, and rank 0 alone writes the 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +11,6 @@ from rlvr.workflow.runner import run_workflow
 from rlvr.workflow.spec import load_workflow
 
 HERE = Path(__file__).parent
-REPO = HERE.parents[1]
 SMALL = ["stages.sft.config.max_steps=4", "stages.sft.config.eval_every=2", "stages.rl.config.steps=2",
          "stages.rl.config.eval_every=1", "eval.limit=4", "eval.n=2", "eval.ks=[1,2]"]
 
@@ -75,21 +70,12 @@ def test_reward_stages_take_the_run_lora_and_save_merged_models(tmp_path):
 
 @pytest.mark.distributed
 def test_run_on_two_deepspeed_ranks(tmp_path):
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed")
-    from tests.distributed.test_deepspeed_zero2 import ZERO2, _free_port
+    from tests.distributed.launch import ZERO2, deepspeed_launch
 
-    launcher = Path(sys.executable).parent / "deepspeed"
-    launcher = str(launcher) if launcher.exists() else shutil.which("deepspeed")
-    if not launcher:
-        pytest.skip("the deepspeed launcher is not on PATH")
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     rs = ["stages.rs.kind=rejection_sampling", "stages.rs.model=rl", "stages.rs.prompts=[train]",
           "stages.rs.config.n=2", "stages.rs.config.max_new_tokens=24", "stages.rs.config.batch_prompts=8"]
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), "--no_local_rank", "--module",
-           "rlvr.cli", "run", str(HERE / "two_stage.yaml"), f"output_dir={tmp_path}",
-           f"distributed.deepspeed={ZERO2}", *SMALL, *rs]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    deepspeed_launch(["--no_local_rank", "--module", "rlvr.cli", "run", HERE / "two_stage.yaml",
+                      f"output_dir={tmp_path}", f"distributed.deepspeed={ZERO2}", *SMALL, *rs], timeout=400)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "complete" and [s["name"] for s in summary["stages"]] == ["sft", "rl", "rs"]
     rows = [json.loads(x) for x in (tmp_path / "stages/rl/grpo_metrics.jsonl").read_text().splitlines()]
