@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-SINGLE = ("sft", "grpo_update", "grpo_update_lora", "dpo", "ppo_update", "rm", "prm", "online_dpo")
+SINGLE = ("sft", "grpo_update", "grpo_update_lora", "dpo", "ppo_update", "rm", "rm_lora", "prm",
+          "online_dpo")
 
 
 @pytest.fixture(scope="session")

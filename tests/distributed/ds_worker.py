@@ -164,24 +164,31 @@ RM_GROUPS = [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}, {"prompt": "2+2
              {"prompt": "7+1=", "chosen": "8", "rejected": "71"}]
 
 
-def run_rm(out: Path, ds: str | None) -> None:
+def run_rm(out: Path, ds: str | None, lora: bool = False) -> None:
     """One Bradley-Terry reward-model step over 5 groups (a 3-way ranking and a margin among them; 3 + 2 groups
-    on 2 ranks, micro-batch 2: uneven micro-batch sizes) and a held-out eval; the saved model is compared."""
-    from rlvr.distributed import DistributedConfig, context
+    on 2 ranks, micro-batch 2: uneven micro-batch sizes) and a held-out eval; the saved model is compared.
+    lora: adapters on the trunk, the head fully trained; the saved model is merged."""
+    from rlvr.distributed import DistributedConfig, LoRAConfig, context
     from rlvr.trainers.logger import read_jsonl
     from rlvr.trainers.reward_model import RMConfig, train_reward_model
 
+    name = "rm_lora" if lora else "rm"
     data = out / "rm_data.jsonl"
     if context().is_main:
         data.write_text("".join(json.dumps(g) + "\n" for g in RM_GROUPS))
     context().barrier()
-    cfg = RMConfig(data=[str(data)], eval_data=[str(data)], output_dir=str(out / "rm"), max_steps=1, batch_size=5,
-                   micro_batch=2, lr=1e-2, bf16=False, checkpoint_every=0, max_length=32)
+    cfg = RMConfig(data=[str(data)], eval_data=[str(data)], output_dir=str(out / name), max_steps=1, batch_size=5,
+                   micro_batch=2, lr=1e-2, bf16=False, checkpoint_every=0, max_length=32,
+                   lora=LoRAConfig(enabled=lora, r=4, alpha=8.0))
     train_reward_model(cfg, log_fn=lambda s: None, dist=DistributedConfig(deepspeed=ds))
     if context().is_main:
-        rows = read_jsonl(out / "rm" / "rm_metrics.jsonl")
+        rows = read_jsonl(out / name / "rm_metrics.jsonl")
         keys = ("loss/rm", "grad/norm", "rm/accuracy", "eval/loss")
-        (out / "rm_metrics.json").write_text(json.dumps({k: [r[k] for r in rows] for k in keys}))
+        (out / f"{name}_metrics.json").write_text(json.dumps({k: [r[k] for r in rows] for k in keys}))
+
+
+def run_rm_lora(out: Path, ds: str | None) -> None:
+    run_rm(out, ds, lora=True)
 
 
 PRM_TRAJECTORIES = [
@@ -286,7 +293,7 @@ def _write(out: Path, name: str, model, metrics: dict) -> None:
 
 SCENARIOS = {"sft": run_sft, "sft_resume": run_sft_resume, "grpo_update": run_grpo_update,
              "grpo_update_lora": run_grpo_update_lora, "dpo": run_dpo, "ppo_update": run_ppo_update, "rm": run_rm,
-             "prm": run_prm, "online_dpo": run_online_dpo}
+             "rm_lora": run_rm_lora, "prm": run_prm, "online_dpo": run_online_dpo}
 
 
 if __name__ == "__main__":

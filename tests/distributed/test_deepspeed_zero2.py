@@ -158,16 +158,20 @@ def _value_init(kind: str) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in load_value_model("tiny", expect_kind=kind)[0].state_dict().items()}
 
 
-def test_reward_model_step_matches_single_process(runs):
-    """BT loss over pairs, a 3-way ranking and a margin: one step on 2 ranks (3 + 2 groups) = one process."""
-    a, b = _metrics(runs / "single" / "rm_metrics.json"), _metrics(runs / "ds" / "rm_metrics.json")
+def check_reward_model_step(runs: Path, name: str = "rm") -> None:
+    a, b = _metrics(runs / "single" / f"{name}_metrics.json"), _metrics(runs / "ds" / f"{name}_metrics.json")
     assert b["loss/rm"][0] == pytest.approx(a["loss/rm"][0], rel=1e-5)
     assert b["grad/norm"][0] == pytest.approx(a["grad/norm"][0], rel=1e-4)
     assert b["rm/accuracy"] == a["rm/accuracy"]                            # summed over ranks
     assert b["eval/loss"][0] == pytest.approx(a["eval/loss"][0], rel=1e-4)
     init = _value_init("reward")
-    single, ds = _value_weights(runs / "single", "rm"), _value_weights(runs / "ds", "rm")
+    single, ds = _value_weights(runs / "single", name), _value_weights(runs / "ds", name)
     _assert_same_update(single, ds, {k: init[k] for k in single}, lr_steps=1e-2)
+
+
+def test_reward_model_step_matches_single_process(runs):
+    """BT loss over pairs, a 3-way ranking and a margin: one step on 2 ranks (3 + 2 groups) = one process."""
+    check_reward_model_step(runs)
 
 
 def test_prm_step_matches_single_process(runs):

@@ -8,7 +8,8 @@ rank and hide exactly what ZeRO-3 changes (every forward all-gathers the weights
   generation through an HF engine before and after — a different number of forward passes on each rank, run
   inside `Trainable.gathered()`; the same with LoRA (the reference is the adapters-off policy);
 - a PPO update of policy + separate critic, advantages whitened across ranks;
-- a DPO step, a reward-model step and a PRM step (evals inside `gathered()`, the final model gathered for the save);
+- a DPO step, a reward-model step (also with LoRA: adapters on the trunk, the saved model merged from the
+  gathered weights) and a PRM step (evals inside `gathered()`, the final model gathered for the save);
 - two online-DPO (SPIN) rounds: round 1 samples from the model round 0's engine left partitioned, and its DPO round
   initialises DeepSpeed again over it.
 Each is compared with the one-process run (`single`, shared with test_deepspeed_zero2.py).
@@ -21,7 +22,7 @@ import pytest
 
 from tests.distributed.launch import ZERO3_PARTITIONED, run_scenarios
 from tests.distributed.test_deepspeed_zero2 import (_assert_same_update, _initial, _metrics, _params,
-                                                    check_grpo_update, check_ppo_update)
+                                                    check_grpo_update, check_ppo_update, check_reward_model_step)
 # The same DPO, reward-model and PRM checks, collected here against this module's ZeRO-3 `runs`:
 from tests.distributed.test_deepspeed_zero2 import (test_dpo_step_matches_single_process,  # noqa: F401
                                                     test_prm_step_matches_single_process,  # noqa: F401
@@ -34,7 +35,8 @@ pytestmark = pytest.mark.distributed
 def runs(tmp_path_factory, single) -> Path:
     root = tmp_path_factory.mktemp("zero3")
     (root / "single").symlink_to(single)
-    run_scenarios("sft,grpo_update,grpo_update_lora,ppo_update,dpo,rm,prm,online_dpo", root / "ds", ZERO3_PARTITIONED)
+    run_scenarios("sft,grpo_update,grpo_update_lora,ppo_update,dpo,rm,rm_lora,prm,online_dpo", root / "ds",
+                  ZERO3_PARTITIONED)
     return root
 
 
@@ -61,6 +63,10 @@ def test_grpo_update_with_lora_matches_single_process(runs):
 
 def test_ppo_update_matches_single_process(runs):
     check_ppo_update(runs)
+
+
+def test_lora_reward_model_step_matches_single_process(runs):
+    check_reward_model_step(runs, "rm_lora")
 
 
 def test_online_dpo_rounds_match_single_process(runs):
