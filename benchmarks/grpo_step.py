@@ -1,19 +1,23 @@
-"""Seconds per GRPO step on SmolLM2-135M-Instruct (HF backend by default).
+"""Seconds per GRPO step on SmolLM2-135M-Instruct (HF backend by default; `--backend hf,vllm` runs both).
 
 Fixed work per step: 4 prompts x 8 completions, exactly 64 new tokens each (min_new_tokens = max_new_tokens),
 prompts of ~50 tokens (GSM8K questions, plain layout), beta = 0.04 (so a reference forward runs too).
 The first step is a warm-up; the median of the timed steps is reported with its generate / verify / train split
 and the train split's parts (reference forward, policy forward+backward, optimizer, weight sync).
 
-    python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm] [--baseline] [--compare]
+    python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm|hf,vllm] [--baseline] [--compare]
                                    [--profile] [--no-bf16] [--micro-batch N] [--threads N] [--attn sdpa|eager]
 
 `--baseline` restores the settings this benchmark started from (SDPA attention, full float32 log-softmax over
 [B, T, V], micro-batches of 8, `model.generate` on the fp32 trainer module under autocast); `--compare` runs
 baseline and optimised steps alternately in one process (same box load for both) and prints both tables.
-What dominates, measured: docs/performance.md.
+Several backends (`--backend hf,vllm`) likewise take turns step by step in one process, each with its own copy of
+the policy, reference and optimizer; every engine gets the policy's weights after every optimizer step (for vLLM:
+`update_weights` = `collective_rpc("reload_weights")`, the `sync_s` row). What dominates, measured:
+docs/performance.md; the vLLM comparison: docs/vllm.md.
 
-Last line: {"sec_per_step": ..., "generate_s": ..., "verify_s": ..., "train_s": ...} (the optimised variant's).
+Last line: {"sec_per_step": ..., "generate_s": ..., "verify_s": ..., "train_s": ...} (the last variant's: the
+optimised one, on the last backend listed).
 """
 from __future__ import annotations
 
@@ -94,6 +98,7 @@ class Variant:
 
     name: str
     baseline: bool
+    backend: str
     model: Any
     ref: Any
     opt: Any
@@ -115,7 +120,7 @@ class Variant:
             rlvr.algos.token_logprobs = fast
 
 
-def build_variant(name: str, baseline: bool, base_model, tok, args) -> Variant:
+def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args) -> Variant:
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
     from rlvr.trainers.grpo import GRPOConfig
@@ -127,14 +132,15 @@ def build_variant(name: str, baseline: bool, base_model, tok, args) -> Variant:
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
                      dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    if baseline and args.backend == "hf":
+    if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
-    elif not bf16 or args.backend != "hf":
-        engine = get_engine(args.backend, model=model, tokenizer=tok, autocast_bf16=bf16)
+    elif not bf16 or backend != "hf":
+        sizes = {"kv_cache_gib": args.vllm_kv_gib} if backend == "vllm" else {}
+        engine = get_engine(backend, model=model, tokenizer=tok, autocast_bf16=bf16, **sizes)
     else:  # a bf16 copy samples (no per-step weight casts); update_weights copies the fp32 weights into it
         engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")
         engine.model.set_attn_implementation(args.gen_attn)
-    return Variant(name, baseline, model, ref, build_optimizer(model, cfg.lr), engine, cfg)
+    return Variant(name, baseline, backend, model, ref, build_optimizer(model, cfg.lr), engine, cfg)
 
 
 def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
@@ -164,7 +170,8 @@ def sampler_label(v: Variant) -> str:
     if v.baseline and type(v.engine).__name__ == "GenerateEngine":
         return "model.generate on the fp32 module"
     weights = getattr(v.engine, "model", None)
-    dtype = str(next(weights.parameters()).dtype).removeprefix("torch.") if weights is not None else "?"
+    dtype = str(next(weights.parameters()).dtype).removeprefix("torch.") if weights is not None \
+        else getattr(v.engine, "dtype", "?")
     return f"{type(v.engine).__name__} ({dtype} weights{', shared' if weights is v.model else ''})"
 
 
@@ -185,7 +192,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="HF model dir (default: SmolLM2-135M converted from GGUF)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
-    ap.add_argument("--backend", default="hf", help="rollout engine: hf | vllm")
+    ap.add_argument("--backend", default="hf", help="rollout engine: hf | vllm | hf,vllm (alternately)")
+    ap.add_argument("--vllm-kv-gib", type=float, default=0.25,
+                    help="vLLM's KV cache on CPU (a step needs ~0.1 GiB; the engine's 1 GiB default costs RAM)")
     ap.add_argument("--no-bf16", action="store_true", help="fp32 everywhere")
     ap.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -214,7 +223,9 @@ def main() -> None:
     wanted = [("baseline", True)] if args.baseline else [("optimised", False)]
     if args.compare:
         wanted = [("baseline", True), ("optimised", False)]
-    variants = [build_variant(name, base, model, tok, args) for name, base in wanted]
+    backends = args.backend.split(",")
+    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args)
+                for b in backends for name, base in wanted]
     del model
     for step in range(args.steps + 1):
         for v in variants:
@@ -228,10 +239,10 @@ def main() -> None:
             if last:
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     header = (f"GRPO step, {args.model.rstrip('/').split('/')[-1]}, 4x8 completions x 64 tokens, beta=0.04, "
-              f"backend={args.backend}, bf16={not args.no_bf16}, threads={torch.get_num_threads()}")
+              f"bf16={not args.no_bf16}, threads={torch.get_num_threads()}")
     for v in variants:
         c = v.cfg
-        print_table(f"{header}\n{v.name}: micro_batch={c.micro_batch}, "
+        print_table(f"{header}\n{v.name}: backend={v.backend}, micro_batch={c.micro_batch}, "
                     f"attn={v.model.config._attn_implementation}, "
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
                     f"sampler={sampler_label(v)}",

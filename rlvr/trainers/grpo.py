@@ -408,8 +408,10 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                     metrics.update(policy_update(model, ref_model, tr, batch, cfg))
                 else:
                     idle_update(tr, cfg, has_ref=ref_model is not None)
+                t_sync = time.time()
                 with tr.gathered():
                     sync_weights(engine, model)
+                metrics["time/sync_s"] = time.time() - t_sync
                 sched.step()
             step += 1
             metrics["time/train_s"] = time.time() - t1

@@ -36,7 +36,8 @@ def stable(rows):
 
 def test_smoke_sft_grpo_control(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(["train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={out}", *SMALL]) == 0
+    assert run_cli(["train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={out}", *SMALL,
+                    "control.parallel=true"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("pass@1_start", "pass@1_end", "pass@1_sft_control", "wall_s"):
         assert key in summary
@@ -46,9 +47,24 @@ def test_smoke_sft_grpo_control(tmp_path):
     for key in ("reward/mean", "reward/integer", "outcome/correct", "outcome/unparseable", "sampling/dropped_groups",
                 "time/generate_s", "time/verify_s", "time/train_s", "perf/tokens_per_s", "verify/timeouts"):
         assert key in rows[0], key
+    assert any(r.get("time/sync_s", -1) >= 0 for r in rows)     # engine weight sync after each optimizer step
     assert (out / "report.md").exists() and (out / "curves.png").exists()
     assert (out / "grpo" / "model" / "config.json").exists()
     assert len(list((out / "grpo" / "checkpoints").iterdir())) == 2      # keep_last
+
+
+    # The control ran in a second process beside GRPO; run after GRPO instead (the finished SFT / GRPO / eval stages
+    # are reused through --resume), it logs and scores exactly the same.
+    import shutil
+    seq = tmp_path / "sequential"
+    shutil.copytree(out, seq, ignore=shutil.ignore_patterns("control", "eval_control", "control.log"))
+    assert run_cli(["train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={seq}", *SMALL,
+                    "control.parallel=false", "--resume"]) == 0
+    assert not (seq / "control.log").exists()
+    assert stable(read_jsonl(seq / "control" / "control_metrics.jsonl")) == \
+        stable(read_jsonl(out / "control" / "control_metrics.jsonl"))
+    drop = lambda ev: {k: v for k, v in ev.items() if k != "out_dir" and not k.startswith(VOLATILE)}  # noqa: E731
+    assert drop(json.loads((seq / "summary.json").read_text())["eval_control"]) == drop(summary["eval_control"])
 
 
 def test_bad_recipe_key_is_one_line(tmp_path, capsys):
