@@ -218,18 +218,18 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
     summary: dict[str, Any] = {"recipe": recipe.name, "pass@1_start": start_eval["greedy_pass@1"],
                                "eval_start": start_eval}
     if (rl := recipe.rl_stage) is not None:
+        beside = _start_control_beside(r, start) if recipe.control.enabled and _control_in_parallel(recipe) \
+            else None
         g = r.run_rl(rl, start)
         stages.append({"name": rl, "kind": rl, **g})
         end_eval = r.done("eval_end") or _eval_stage(r, "eval_end", rl)
         summary.update({"pass@1_end": end_eval["greedy_pass@1"], "eval_end": end_eval})
         if recipe.control.enabled:
-            ctl_cfg = control_config(recipe, g["steps"])
-            # The control sees the same prompts as RL, but with their gold answers as SFT targets.
-            c = r.run_sft("control", start, r.rl_examples, ctl_cfg, seed_offset=3)
+            c, ctl_eval, steps = _join_control(r, beside) if beside is not None else \
+                _run_control(r, start, g["steps"])
             stages.append({"name": "control", "kind": "sft", **c})
-            ctl_eval = r.done("eval_control") or _eval_stage(r, "eval_control", "control")
             summary.update({"pass@1_sft_control": ctl_eval["greedy_pass@1"], "eval_control": ctl_eval,
-                            "control_steps": ctl_cfg.max_steps})
+                            "control_steps": steps})
     r.close_engine()
     summary["stages"] = stages
     summary["wall_s"] = time.time() - t0
@@ -239,6 +239,84 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
         from rlvr.report import write_report
         write_report(r.out, recipe, summary)
     return summary
+
+
+# -- the labelled-SFT control --------------------------------------------------------------------------------
+def _run_control(r: Runner, start: str | None, rl_steps: int) -> tuple[dict, dict, int]:
+    """Control SFT from the RL stage's start model for the same compute, then its held-out eval."""
+    ctl_cfg = control_config(r.recipe, rl_steps)
+    # The control sees the same prompts as RL, but with their gold answers as SFT targets.
+    c = r.run_sft("control", start, r.rl_examples, ctl_cfg, seed_offset=3)
+    ctl_eval = r.done("eval_control") or _eval_stage(r, "eval_control", "control")
+    return c, ctl_eval, ctl_cfg.max_steps
+
+
+def _control_in_parallel(recipe: Recipe) -> bool:
+    """control.parallel, or (None) whether it pays: a GRPO stage (whose planned steps size the control), one process
+    on the CPU, and enough cores for two single-stage jobs of torch_threads each."""
+    import os
+
+    from rlvr.distributed import context
+    if recipe.control.parallel is not None:
+        return recipe.control.parallel and recipe.rl_stage == "grpo"
+    return (recipe.rl_stage == "grpo" and context().world_size == 1 and context().device.type == "cpu"
+            and (os.cpu_count() or 1) >= 2 * (recipe.torch_threads or 1))
+
+
+def _start_control_beside(r: Runner, start: str | None):
+    """Start the control in a spawned process (it only reads the start model and the data, and writes its own
+    stage dirs), unless it is already complete. Its output goes to control.log."""
+    import multiprocessing
+
+    if r.done("control") is not None and r.done("eval_control") is not None:
+        return "done"
+    log_path = r.out / "control.log"
+    r.log(f"control: running beside {r.recipe.rl_stage} in a second process (log: {log_path})")
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_control_job, args=(r.recipe.model_dump_json(), r.resume, start, str(log_path)))
+    proc.start()
+    return proc
+
+
+def _join_control(r: Runner, beside) -> tuple[dict, dict, int]:
+    from rlvr.errors import RLVRError
+
+    if beside != "done":
+        beside.join()
+        if beside.exitcode != 0:
+            raise RLVRError(f"control stage failed (exit code {beside.exitcode}); see {r.out / 'control.log'}")
+        r.log(f"control: finished beside {r.recipe.rl_stage}")
+    read = lambda name: json.loads((r.stage_dir(name) / "DONE.json").read_text())   # noqa: E731
+    return read("control"), read("eval_control"), control_config(r.recipe, r.recipe.grpo.steps).max_steps
+
+
+def _control_job(recipe_json: str, resume: bool, start: str | None, log_path: str) -> None:
+    """Entry point of the control process. It exits if its parent dies (kill -9 of a run must not leave it
+    writing checkpoints that a resumed run's own control job would then race with)."""
+    import os
+    import sys
+    import threading
+
+    parent = os.getppid()
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    sys.stdout = sys.stderr = open(log_path, "a", buffering=1)   # open until the process exits
+    recipe = Recipe.model_validate_json(recipe_json)
+    r = Runner(recipe, resume=resume, log=lambda msg: print(msg, flush=True))
+    try:
+        _run_control(r, start, recipe.grpo.steps)
+    finally:
+        # A multiprocessing child skips atexit but joins its own children on exit: stop the verifier pool (and
+        # any engine) here, or the process never ends.
+        from verifiers.pool import shutdown
+        r.close_engine()
+        shutdown()
 
 
 def _eval_stage(r: Runner, name: str, model_stage: str | None) -> dict[str, Any]:

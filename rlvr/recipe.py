@@ -114,6 +114,9 @@ class ControlConfig(Config):
     """also continue SFT from the same start with labelled data for the same compute as RL"""
     batch_size: int = 64
     """control SFT batch size"""
+    parallel: bool | None = None
+    """run the control (and its eval) in a second process beside the GRPO stage, so a CPU box with spare cores
+    overlaps them; None = when the run is one process on the CPU with at least 2 x torch_threads cores"""
 
 
 class Recipe(Config):
