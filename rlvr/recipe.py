@@ -119,33 +119,47 @@ class ControlConfig(Config):
     overlaps them; None = when the run is one process on the CPU with at least 2 x torch_threads cores"""
 
 
-class Recipe(Config):
+class RunHeader(Config):
+    """What every run file starts with, a `rlvr train` recipe or a `rlvr run` workflow: its name and provenance,
+    seed, threads, output dir, base model, rollout engine, and the scale-out settings of its training stages."""
+
     name: str = "run"
     """run name"""
     description: str = ""
-    """what this recipe does"""
+    """what this run does"""
     paper: str = ""
     """the paper it follows, and how it differs"""
     seed: int = 0
-    """one seed for data order, init and sampling"""
+    """one seed for data order, init and sampling (each stage derives its own)"""
     torch_threads: int | None = None
     """torch intra-op threads (None: torch's default). 1 is best for tiny models: small matmuls gain nothing
     from a second thread, and with any other load on the box 2 threads can run 20x slower"""
     output_dir: str = "runs/{name}"
-    """where checkpoints, metrics, plots and the report go"""
+    """where stages, checkpoints, metrics, plots and the report go ({name} = the run name)"""
     model: ModelConfig = ModelConfig()
-    task: TaskConfig = TaskConfig()
+    """the base model"""
     rollout: RolloutConfig = RolloutConfig()
+    """rollout engine for every sampling stage"""
+    distributed: DistributedConfig = DistributedConfig()
+    """DeepSpeed ZeRO config and gradient checkpointing for every training stage (launch: docs/scaling.md)"""
+    lora: LoRAConfig = LoRAConfig()
+    """train LoRA adapters (peft) in every training stage instead of all weights; stages save merged weights"""
+
+    @property
+    def out_dir(self) -> str:
+        return self.output_dir.format(name=self.name)
+
+
+class Recipe(RunHeader):
+    """`rlvr train`: cold-start SFT -> one RL stage -> held-out eval (+ a labelled-SFT control)."""
+
+    task: TaskConfig = TaskConfig()
     sft: SFTStageConfig = SFTStageConfig()
     grpo: GRPOConfig = GRPOConfig()
     ppo: PPOConfig = PPOConfig(enabled=False)
     dpo: DPOStageConfig = DPOStageConfig(enabled=False)
     control: ControlConfig = ControlConfig()
     eval: EvalConfig = EvalConfig()
-    distributed: DistributedConfig = DistributedConfig()
-    """DeepSpeed ZeRO config and gradient checkpointing for every training stage (launch: docs/scaling.md)"""
-    lora: LoRAConfig = LoRAConfig()
-    """train LoRA adapters (peft) in every stage instead of all weights; stages save merged weights"""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -166,10 +180,6 @@ class Recipe(Config):
     def rl_stage(self) -> str | None:
         """The enabled RL stage's section name (one of RL_STAGES), or None."""
         return next((name for name in RL_STAGES if getattr(self, name).enabled), None)
-
-    @property
-    def out_dir(self) -> str:
-        return self.output_dir.format(name=self.name)
 
 
 def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 from pydantic import field_validator, model_validator
 
 from rlvr.config import Config, apply_overrides, read_yaml, validate
-from rlvr.distributed.config import DistributedConfig, LoRAConfig
+from rlvr.distributed.config import LoRAConfig
 from rlvr.errors import ConfigError
-from rlvr.recipe import ModelConfig, RolloutConfig, VerifierSpec
+from rlvr.recipe import RunHeader, VerifierSpec
 
 
 class SourceConfig(Config):
@@ -128,34 +128,17 @@ class EvalBlock(Config):
     """prompts for in-training evals (SFT stop threshold, GRPO eval_every); None: `limit`"""
 
 
-class Workflow(Config):
-    name: str = "run"
-    """run name"""
-    description: str = ""
-    """what this run does"""
-    paper: str = ""
-    """the paper it follows, and how it differs"""
-    seed: int = 0
-    """run seed (data order, init, sampling; each stage derives its own)"""
-    torch_threads: int | None = None
-    """torch intra-op threads (1 is best for tiny models)"""
-    output_dir: str = "runs/{name}"
-    """where stages, manifest, summary and report go"""
-    model: ModelConfig = ModelConfig()
-    """the base model (`model: base` in a stage)"""
-    rollout: RolloutConfig = RolloutConfig()
-    """rollout engine for every sampling stage"""
+class Workflow(RunHeader):
+    """`rlvr run`: named data sources and a DAG of stages (the header fields: rlvr.recipe.RunHeader; `model` is
+    the base model that `model: base` in a stage names; distributed/lora: sft/grpo/ppo/dpo train on every rank,
+    other stages and evals run on rank 0; a stage's own `lora` overrides the run's)."""
+
     sources: dict[str, SourceConfig] = {}
     """named data sources"""
     stages: list[StageSpec]
     """the stages, in any order consistent with their inputs"""
     eval: EvalBlock = EvalBlock()
     """evaluation after every model-producing stage"""
-    distributed: DistributedConfig = DistributedConfig()
-    """DeepSpeed / gradient checkpointing for the training stages (docs/scaling.md); launch `rlvr run` under
-    `deepspeed`: sft/grpo/ppo/dpo train on every rank, other stages and evals run on rank 0"""
-    lora: LoRAConfig = LoRAConfig()
-    """LoRA adapters for every training stage (a stage's own `lora` overrides); saved models are merged"""
 
     @model_validator(mode="after")
     def _check_graph(self) -> "Workflow":
@@ -199,10 +182,6 @@ class Workflow(Config):
             raise ValueError(f"eval.ks {self.eval.ks} must lie in 1..eval.n={self.eval.n}")
         order(self)   # raises on a cycle
         return self
-
-    @property
-    def out_dir(self) -> str:
-        return self.output_dir.format(name=self.name)
 
     def stage(self, name: str) -> StageSpec:
         return next(s for s in self.stages if s.name == name)
