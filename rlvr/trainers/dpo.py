@@ -42,13 +42,13 @@ from pydantic import field_validator, model_validator
 from rlvr.algos import (dpo_loss, implicit_rewards, ipo_loss, kto_loss, kto_reference_point, log_odds, orpo_loss,
                         simpo_loss)
 from rlvr.algos.registry import Registry
-from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError, DataError
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, pack)
+from rlvr.trainers.config_fields import CheckpointFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.sft import batch_indices
 
@@ -57,7 +57,11 @@ __all__ = ["DPOConfig", "PrefItem", "SeqStats", "PreferenceLoss", "PREFERENCE_LO
            "sequence_logps", "reference_logps", "train_dpo"]
 
 
-class DPOConfig(Config):
+class DPOConfig(OptimFields, CheckpointFields):
+    lr: float = 5e-6
+    """peak learning rate (AdamW)"""
+    checkpoint_every: int = 50
+    """steps between checkpoints (0: only at the end)"""
     loss: str = "dpo"
     """preference loss name: dpo | cdpo | ipo | kto | orpo | simpo (register_preference_loss adds more)"""
     beta: float = 0.1
@@ -81,30 +85,14 @@ class DPOConfig(Config):
     """items (pairs, or labelled completions for KTO) per optimizer step"""
     micro_batch: int = 32
     """items per forward/backward (gradient accumulation inside one step)"""
-    lr: float = 5e-6
-    """peak learning rate (AdamW)"""
-    weight_decay: float = 0.0
-    """decoupled weight decay on matrices"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    schedule: str = "constant"
-    """constant | linear | cosine"""
-    grad_clip: float | None = 1.0
-    """max global grad norm (None: no clipping)"""
     max_length: int = 512
     """prompt + completion tokens; the prompt loses its beginning first"""
     precompute_ref: bool = True
     """compute reference log-probs once before training (and free the reference model)"""
     ref_cache: str | None = "ref_logps.pt"
     """file for the precomputed reference log-probs, relative to the run dir (None: keep them in memory)"""
-    bf16: bool = True
-    """bf16 autocast with fp32 master weights"""
     eval_every: int = 0
     """steps between held-out evaluations (0: only at the end)"""
-    checkpoint_every: int = 50
-    """steps between checkpoints (0: only at the end)"""
-    keep_last: int = 2
-    """checkpoints kept"""
 
     @field_validator("loss")
     @classmethod

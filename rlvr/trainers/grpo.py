@@ -22,7 +22,6 @@ import torch
 from pydantic import model_validator
 
 from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
-from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
 from rlvr.distributed.trainable import as_trainable
 from rlvr.envs.config import MultiTurnConfig
@@ -30,11 +29,14 @@ from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
                                   check_finite, completion_logprobs, micro_batches, module_device, pack)
+from rlvr.trainers.config_fields import CheckpointFields, OptimFields, SamplingFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
 
 
-class GRPOConfig(Config):
+class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
+    checkpoint_every: int = 10
+    """steps between checkpoints (0: only at the end)"""
     enabled: bool = False
     """run this stage at all (a recipe turns it on with `enabled: true`)"""
     steps: int = 40
@@ -43,24 +45,8 @@ class GRPOConfig(Config):
     """groups per batch"""
     group_size: int = 8
     """completions sampled per prompt (G)"""
-    temperature: float = 1.0
-    """sampling temperature (log-probs are computed at the same temperature)"""
-    top_p: float = 1.0
-    """nucleus sampling"""
-    max_new_tokens: int = 64
-    """completion budget; hitting it marks the completion truncated"""
     min_new_tokens: int = 0
     """EOS is suppressed before this many tokens (benchmarks use it to fix the work per step)"""
-    lr: float = 1e-6
-    """peak learning rate (AdamW)"""
-    weight_decay: float = 0.0
-    """decoupled weight decay on matrices"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    schedule: str = "constant"
-    """constant | linear | cosine"""
-    grad_clip: float | None = 1.0
-    """max global grad norm"""
     advantage: str = "grpo"
     """advantage estimator name (rlvr.algos registry)"""
     advantage_options: dict[str, Any] = {}
@@ -95,16 +81,10 @@ class GRPOConfig(Config):
     """soft-penalty band: the penalty ramps from 0 to -1 over the last this-many tokens"""
     tis_cap: float | None = None
     """truncated importance-sampling cap for sampler/trainer log-prob mismatch (None: off)"""
-    bf16: bool = True
-    """bf16 autocast with fp32 master weights"""
     verify_timeout: float = 5.0
     """per-call verifier deadline (seconds)"""
     eval_every: int = 10
     """steps between held-out greedy evals (0: never)"""
-    checkpoint_every: int = 10
-    """steps between checkpoints (0: only at the end)"""
-    keep_last: int = 2
-    """checkpoints kept"""
     env: MultiTurnConfig | None = None
     """multi-turn rollouts with an environment, e.g. {name: arithmetic_retry, max_turns: 3, credit: outcome}
     (docs/multiturn.md); None: single-turn"""

@@ -28,10 +28,10 @@ import torch
 from pydantic import model_validator
 
 from rlvr.algos.registry import Registry
-from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, context, reference_model
 from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import CheckpointManager, atomic_write_json
+from rlvr.trainers.config_fields import SamplingFields
 from rlvr.trainers.dpo import DPOConfig, PrefItem, train_dpo
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
 from rlvr.trainers.logger import rank_logger
@@ -40,7 +40,7 @@ __all__ = ["OnlineDPOConfig", "PairContext", "register_pair_builder", "get_pair_
            "spin_pairs", "train_online_dpo"]
 
 
-class OnlineDPOConfig(Config):
+class OnlineDPOConfig(SamplingFields):
     enabled: bool = False
     """run this stage at all"""
     rounds: int = 3
@@ -53,12 +53,6 @@ class OnlineDPOConfig(Config):
     """K samples per prompt for the verifier builder"""
     target: str = "{solution}"
     """spin: chosen completion, a template over the example's fields (`gold`, `question`, meta fields)"""
-    temperature: float = 1.0
-    """sampling temperature"""
-    top_p: float = 1.0
-    """nucleus sampling"""
-    max_new_tokens: int = 64
-    """completion budget"""
     verify_timeout: float = 5.0
     """per-call verifier deadline (seconds)"""
     refresh_reference: bool = True

@@ -30,7 +30,6 @@ from pydantic import model_validator
 
 from rlvr.algos import (AdaptiveKLController, FixedKLController, aggregate_loss, gae_advantages,
                         get_policy_loss, kl_penalty_rewards, masked_mean, whiten)
-from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError
@@ -38,6 +37,7 @@ from rlvr.models.critic import ActorCritic, build_critic, completion_values
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, module_device)
+from rlvr.trainers.config_fields import CheckpointFields, OptimFields, SamplingFields
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
@@ -46,7 +46,9 @@ __all__ = ["PPOConfig", "clipped_value_loss", "explained_variance", "RolloutData
            "ppo_update", "make_kl_controller", "train_ppo"]
 
 
-class PPOConfig(Config):
+class PPOConfig(SamplingFields, OptimFields, CheckpointFields):
+    checkpoint_every: int = 10
+    """steps between checkpoints (0: only at the end)"""
     enabled: bool = False
     """run this stage at all"""
     steps: int = 40
@@ -55,12 +57,6 @@ class PPOConfig(Config):
     """prompts sampled per step"""
     samples_per_prompt: int = 1
     """completions per prompt"""
-    temperature: float = 1.0
-    """sampling temperature (log-probs are computed at the same temperature)"""
-    top_p: float = 1.0
-    """nucleus sampling"""
-    max_new_tokens: int = 64
-    """completion budget; hitting it marks the completion truncated"""
     min_new_tokens: int = 0
     """EOS is suppressed before this many tokens"""
     overlong: Literal["none", "mask", "penalty"] = "none"
@@ -71,18 +67,8 @@ class PPOConfig(Config):
     """per-call verifier deadline (seconds)"""
     process_reward: ProcessRewardConfig | None = None
     """dense per-step PRM rewards added to the token rewards (rlvr.trainers.process_rewards); None: outcome only"""
-    lr: float = 1e-6
-    """policy peak learning rate (AdamW)"""
     critic_lr: float = 1e-5
     """learning rate of critic-only parameters (the whole critic when separate, its head when shared)"""
-    weight_decay: float = 0.0
-    """decoupled weight decay on matrices"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    schedule: str = "constant"
-    """constant | linear | cosine"""
-    grad_clip: float | None = 1.0
-    """max global grad norm over policy and critic"""
     ppo_epochs: int = 4
     """passes over each sampled batch"""
     minibatches: int = 1
@@ -123,14 +109,8 @@ class PPOConfig(Config):
     """critic trunk: its own copy of the policy's trunk, or the policy's trunk itself"""
     critic_init: str | None = None
     """saved value-head model (e.g. a reward model) to start a separate critic from (None: the policy's trunk)"""
-    bf16: bool = True
-    """bf16 autocast with fp32 master weights"""
     eval_every: int = 10
     """steps between held-out greedy evals (0: never)"""
-    checkpoint_every: int = 10
-    """steps between checkpoints (0: only at the end)"""
-    keep_last: int = 2
-    """checkpoints kept"""
 
     @model_validator(mode="after")
     def _check(self) -> "PPOConfig":

@@ -41,6 +41,7 @@ from rlvr.errors import DataError
 from rlvr.models.value_head import ValueHeadModel, one_token_scores, right_pad
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
+from rlvr.trainers.config_fields import CheckpointFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.reward_model import read_jsonl_any, save_model_dir
 from rlvr.trainers.sft import batch_indices
@@ -69,7 +70,9 @@ class SyntheticConfig(Config):
     """wrong result (3+4=8), wrong operand (the step does not start from the previous result), or either"""
 
 
-class PRMConfig(Config):
+class PRMConfig(OptimFields, CheckpointFields):
+    lr: float = 1e-3
+    """peak learning rate (AdamW)"""
     model: str = "tiny"
     """causal LM to put the head on ('tiny', a local HF dir or hub id), or a saved PRM to go on"""
     data: list[str] = []
@@ -96,16 +99,6 @@ class PRMConfig(Config):
     """trajectories per optimizer step"""
     micro_batch: int = 32
     """trajectories per forward/backward"""
-    lr: float = 1e-3
-    """peak learning rate (AdamW)"""
-    weight_decay: float = 0.0
-    """decoupled weight decay on matrices"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    schedule: str = "constant"
-    """constant | linear | cosine"""
-    grad_clip: float | None = 1.0
-    """max global grad norm (None: no clipping)"""
     max_length: int = 512
     """tokens per trajectory; longer ones lose their beginning"""
     threshold: float = 0.5
@@ -114,12 +107,6 @@ class PRMConfig(Config):
     """steps between held-out evaluations (0: only at the end)"""
     eval_batch: int = 64
     """trajectories per forward at evaluation"""
-    bf16: bool = True
-    """bf16 autocast with fp32 master weights"""
-    checkpoint_every: int = 100
-    """steps between checkpoints (0: only at the end)"""
-    keep_last: int = 2
-    """checkpoints kept"""
     torch_threads: int | None = None
     """torch CPU threads (1 is much faster on a shared, oversubscribed CPU); None: torch's default"""
     lora: LoRAConfig = LoRAConfig()

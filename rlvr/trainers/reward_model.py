@@ -32,12 +32,12 @@ import torch
 from pydantic import field_validator, model_validator
 
 from rlvr.algos import bradley_terry_loss, pairs_from_ranking, reward_centering
-from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, LoRAConfig, context, prepare, shard
 from rlvr.errors import DataError
 from rlvr.models.value_head import ValueHeadModel, last_token_index, one_token_scores, right_pad
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
+from rlvr.trainers.config_fields import CheckpointFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.sft import batch_indices
 
@@ -47,7 +47,9 @@ __all__ = ["RMConfig", "PreferenceGroup", "read_preferences", "split_holdout", "
 _ASSISTANT = "\n\nAssistant:"
 
 
-class RMConfig(Config):
+class RMConfig(OptimFields, CheckpointFields):
+    lr: float = 1e-4
+    """peak learning rate (AdamW)"""
     model: str = "tiny"
     """causal LM to put the head on ('tiny', a local HF dir or hub id), or a saved reward model to go on"""
     data: list[str] = []
@@ -68,16 +70,6 @@ class RMConfig(Config):
     """preference groups (prompts) per optimizer step"""
     micro_batch: int = 8
     """groups per forward/backward"""
-    lr: float = 1e-4
-    """peak learning rate (AdamW)"""
-    weight_decay: float = 0.0
-    """decoupled weight decay on matrices"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    schedule: str = "constant"
-    """constant | linear | cosine"""
-    grad_clip: float | None = 1.0
-    """max global grad norm (None: no clipping)"""
     margin: float = 0.0
     """margin m added to every pair (per-record margins add to it)"""
     center_coef: float = 0.0
@@ -90,12 +82,6 @@ class RMConfig(Config):
     """steps between held-out evaluations (0: only at the end)"""
     eval_batch: int = 32
     """sequences per forward at evaluation"""
-    bf16: bool = True
-    """bf16 autocast with fp32 master weights"""
-    checkpoint_every: int = 100
-    """steps between checkpoints (0: only at the end)"""
-    keep_last: int = 2
-    """checkpoints kept"""
     torch_threads: int | None = None
     """torch CPU threads (1 is much faster on a shared, oversubscribed CPU); None: torch's default"""
     lora: LoRAConfig = LoRAConfig()

@@ -13,14 +13,16 @@ from typing import Any, Callable
 
 import torch
 
-from rlvr.config import Config
 from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite, module_device
+from rlvr.trainers.config_fields import CheckpointFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 
 
-class SFTConfig(Config):
+class SFTConfig(OptimFields, CheckpointFields):
+    lr: float = 1e-3
+    """peak learning rate (AdamW)"""
     enabled: bool = False
     """run this stage at all (a recipe turns it on with `enabled: true`)"""
     max_steps: int = 1000
@@ -29,16 +31,6 @@ class SFTConfig(Config):
     """sequences per optimizer step (split into grad_accum micro-batches)"""
     grad_accum: int = 1
     """micro-batches per optimizer step"""
-    lr: float = 1e-3
-    """peak learning rate (AdamW)"""
-    weight_decay: float = 0.0
-    """decoupled weight decay on matrices"""
-    warmup_steps: int = 0
-    """linear warm-up steps"""
-    schedule: str = "constant"
-    """constant | linear | cosine"""
-    grad_clip: float | None = 1.0
-    """max global grad norm (None: no clipping)"""
     completion_only: bool = True
     """mask prompt tokens out of the loss"""
     max_length: int = 512
@@ -54,12 +46,6 @@ class SFTConfig(Config):
     """steps between evals once pass@1 >= near_fraction * stop_at_pass1 (accuracy can jump fast there)"""
     near_fraction: float = 0.5
     """how close to the threshold the denser eval schedule starts"""
-    bf16: bool = True
-    """bf16 autocast with fp32 master weights"""
-    checkpoint_every: int = 100
-    """steps between checkpoints (0: only at the end)"""
-    keep_last: int = 2
-    """checkpoints kept"""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,38 @@
+"""Config fields that several trainers share, declared once. A trainer's config inherits the groups it uses and
+re-declares a field only to give it another default (pydantic keeps the subclass's)."""
+from __future__ import annotations
+
+from rlvr.config import Config
+
+__all__ = ["OptimFields", "CheckpointFields", "SamplingFields"]
+
+
+class OptimFields(Config):
+    lr: float = 1e-6
+    """peak learning rate (AdamW)"""
+    weight_decay: float = 0.0
+    """decoupled weight decay on matrices"""
+    warmup_steps: int = 0
+    """linear warm-up steps"""
+    schedule: str = "constant"
+    """constant | linear | cosine"""
+    grad_clip: float | None = 1.0
+    """max global grad norm (None: no clipping)"""
+    bf16: bool = True
+    """bf16 autocast with fp32 master weights"""
+
+
+class CheckpointFields(Config):
+    checkpoint_every: int = 100
+    """steps between checkpoints (0: only at the end)"""
+    keep_last: int = 2
+    """checkpoints kept"""
+
+
+class SamplingFields(Config):
+    temperature: float = 1.0
+    """sampling temperature (log-probs are computed at the same temperature)"""
+    top_p: float = 1.0
+    """nucleus sampling"""
+    max_new_tokens: int = 64
+    """completion budget; hitting it marks the completion truncated"""
