@@ -177,3 +177,41 @@ def _progress_bar(enabled: bool, label: str, total: int) -> Iterator[Callable[[i
                   transient=True) as bar:
         task_id = bar.add_task(label, total=total)
         yield lambda k: bar.advance(task_id, k)
+
+
+def multiturn_greedy_eval(task: Any, engine: RolloutEngine, env: Any, *, split: str = "test",
+                          limit: int | None = None, max_new_tokens: int = 256, tokenizer: Any = None
+                          ) -> dict[str, float]:
+    """Greedy dialogues with an environment (`env`: a MultiTurnConfig, e.g. arithmetic_retry): the share of
+    problems solved within t model turns, t = 1..max_turns, and the mean turns used.
+
+    A problem counts as solved at the first turn whose env info reports status "correct" (envs that report no
+    statuses: a positive turn reward). `multiturn_pass@1_turn1` is the first answer alone, the single-turn number
+    under the env's first prompt; `multiturn_pass@1` is solved within max_turns.
+    """
+    from rlvr.envs.base import make_env
+    from rlvr.rollout.multiturn import rollout_dialogues
+
+    tokenizer = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
+    examples = task.load(split, limit)
+    if not examples:
+        raise DataError(f"task {task.name!r} split {split!r} has no examples")
+    factory = make_env(env.name, task=task, tokenizer=tokenizer, max_turns=env.max_turns, options=env.options)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    dialogues = [g[0] for g in rollout_dialogues(engine, factory, examples, params, max_turns=env.max_turns,
+                                                 max_tokens=env.max_tokens, tokenizer=tokenizer)]
+    first = [solved_turn(d) for d in dialogues]
+    out = {f"multiturn_pass@1_turn{t + 1}": sum(f is not None and f <= t for f in first) / len(first)
+           for t in range(env.max_turns)}
+    out["multiturn_pass@1"] = out[f"multiturn_pass@1_turn{env.max_turns}"]
+    out["multiturn_turns_mean"] = sum(d.num_turns for d in dialogues) / len(dialogues)
+    return out
+
+
+def solved_turn(dialogue: Any) -> int | None:
+    """Index of the first turn that solved the problem (status "correct", else reward > 0), or None."""
+    for t, (info, reward) in enumerate(zip(dialogue.turn_infos, dialogue.turn_rewards)):
+        status = info.get("status")
+        if status == "correct" or (status is None and reward > 0):
+            return t
+    return None

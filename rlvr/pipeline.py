@@ -108,6 +108,11 @@ class Runner:
         # Flatten {"value", "ci"} entries so summaries and reports can read plain numbers.
         metrics = {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in metrics.items()}
         metrics["greedy_pass@1"] = self.greedy(model, tokenizer)
+        if ev.env is not None:   # multi-turn: solved within t turns with the environment's feedback
+            from rlvr.eval import multiturn_greedy_eval
+            metrics.update(multiturn_greedy_eval(self.eval_task, self.synced_engine(model, tokenizer), ev.env,
+                                                 split=t.eval_split, limit=t.eval_limit, tokenizer=tokenizer,
+                                                 max_new_tokens=ev.max_new_tokens))
         return metrics
 
     # -- stages ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pydantic import model_validator
 
 from rlvr.config import Config, load_config
 from rlvr.distributed.config import DistributedConfig, LoRAConfig
+from rlvr.envs.config import MultiTurnConfig
 from rlvr.trainers.grpo import GRPOConfig
 from rlvr.trainers.online_dpo import OnlineDPOConfig
 from rlvr.trainers.ppo import PPOConfig
@@ -107,6 +108,9 @@ class EvalConfig(Config):
     """sampling temperature for pass@k (greedy pass@1 is always reported too)"""
     max_new_tokens: int = 64
     """completion budget at eval"""
+    env: MultiTurnConfig | None = None
+    """also evaluate greedy dialogues with this environment (e.g. the GRPO stage's `env`): solved within t turns,
+    t = 1..max_turns (rlvr.eval.multiturn_greedy_eval); max_new_tokens is then the per-turn budget"""
 
 
 class ControlConfig(Config):

@@ -64,7 +64,7 @@ def write_report(out: Path, recipe: Any, summary: dict[str, Any]) -> Path:
     for key in ("eval_start", "eval_end", "eval_control"):
         ev = summary.get(key)
         if ev:
-            shown = {k: v for k, v in ev.items() if k.startswith(("pass@", "maj@", "pass^", "greedy"))
+            shown = {k: v for k, v in ev.items() if k.startswith(("pass@", "maj@", "pass^", "greedy", "multiturn"))
                      and isinstance(v, (int, float))}
             lines.append(f"- **{key}**: " + ", ".join(f"{k} = {v:.3f}" for k, v in sorted(shown.items())))
     lines += ["", "## Stages", ""]

@@ -31,7 +31,8 @@ def _k_keys(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """pass@k and maj@k columns (k > 1 for pass@k), ordered pass before maj, then by k."""
     from rlvr.workflow.runner import HEADLINE
     keys = {k for _, m in rows for k in m if HEADLINE.match(k) and k != "pass@1" and isinstance(m.get(k), (int, float))}
-    return sorted(keys, key=lambda k: (k.split("@")[0] != "pass", int(k.split("@")[1])))
+    multi = ["multiturn_pass@1"] if any("multiturn_pass@1" in m for _, m in rows) else []
+    return sorted(keys, key=lambda k: (k.split("@")[0] != "pass", int(k.split("@")[1]))) + multi
 
 
 def _save(fig, path: Path) -> Path:

@@ -355,6 +355,10 @@ class WorkflowRunner:
             m = {k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in m.items()}
             m["greedy_pass@1"] = greedy_pass_at_1(task, engine, split=src.split, limit=ev.limit, tokenizer=tok,
                                                   max_new_tokens=ev.max_new_tokens)
+            if ev.env is not None:   # multi-turn: solved within t turns with the environment's feedback
+                from rlvr.eval import multiturn_greedy_eval
+                m.update(multiturn_greedy_eval(task, engine, ev.env, split=src.split, limit=ev.limit, tokenizer=tok,
+                                               max_new_tokens=ev.max_new_tokens))
         finally:
             engine.close()
         atomic_write_json(marker, {"fingerprint": key, "metrics": m})
@@ -374,6 +378,8 @@ def _headline(ev: dict[str, Any]) -> dict[str, Any]:
     """Eval numbers put into a stage's metrics: pass@1 is greedy (as in `rlvr train`), the rest sampled."""
     out = {"pass@1": ev.get("greedy_pass@1"), "sampled_pass@1": ev.get("pass@1")}
     out.update({k: v for k, v in ev.items() if HEADLINE.match(k) and k != "pass@1" and isinstance(v, (int, float))})
+    if "multiturn_pass@1" in ev:   # greedy, solved within the env's max_turns (eval.env)
+        out["multiturn_pass@1"] = ev["multiturn_pass@1"]
     return out
 
 

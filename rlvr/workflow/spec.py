@@ -22,6 +22,7 @@ from pydantic import field_validator, model_validator
 
 from rlvr.config import Config, apply_overrides, read_yaml, validate
 from rlvr.distributed.config import LoRAConfig
+from rlvr.envs.config import MultiTurnConfig
 from rlvr.errors import ConfigError
 from rlvr.recipe import RunHeader, VerifierSpec
 
@@ -126,6 +127,9 @@ class EvalBlock(Config):
     """also evaluate the base model (the first row of the comparison table)"""
     train_limit: int | None = None
     """prompts for in-training evals (SFT stop threshold, GRPO eval_every); None: `limit`"""
+    env: MultiTurnConfig | None = None
+    """also evaluate every model in greedy dialogues with this environment (e.g. a multi-turn GRPO stage's
+    `env`): solved within t turns, t = 1..max_turns; max_new_tokens is then the per-turn budget"""
 
 
 class Workflow(RunHeader):

@@ -167,7 +167,8 @@ def test_rlvr_train_smoke_with_the_retry_env(tmp_path):
             "grpo.prompts_per_step=3", "grpo.group_size=4", "grpo.max_new_tokens=10", "grpo.eval_every=2",
             "grpo.max_sampling_rounds=2", "grpo.dynamic_sampling=false", "eval.n=2", "eval.ks=[1,2]",
             "eval.max_new_tokens=10", "grpo.env.name=arithmetic_retry", "grpo.env.max_turns=3",
-            "grpo.env.credit=per_turn", "grpo.env.gamma=0.9", "grpo.env.max_tokens=96"]
+            "grpo.env.credit=per_turn", "grpo.env.gamma=0.9", "grpo.env.max_tokens=96",
+            "eval.env={name: arithmetic_retry, max_turns: 3, max_tokens: 96}"]
     assert main(args) == 0
     rows = read_jsonl(out / "grpo" / "grpo_metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
@@ -176,7 +177,13 @@ def test_rlvr_train_smoke_with_the_retry_env(tmp_path):
         assert key in rows[0], key
     assert rows[0]["multiturn/turns_mean"] > 1.0          # the random tiny model is wrong -> it retries
     assert rows[0]["multiturn/tokens_mean"] <= 96
-    assert json.loads((out / "summary.json").read_text())["pass@1_end"] is not None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pass@1_end"] is not None
+    ev = summary["eval_end"]                              # eval.env: greedy dialogues, solved within t turns
+    within = [ev[f"multiturn_pass@1_turn{t}"] for t in (1, 2, 3)]
+    assert within == sorted(within) and ev["multiturn_pass@1"] == within[-1] and 1.0 <= ev["multiturn_turns_mean"] <= 3
+    assert within[0] == ev["greedy_pass@1"]               # the first answer is the single-turn greedy answer
+    assert "multiturn_pass@1" in (out / "report.md").read_text()
 
 
 def test_unknown_env_in_a_recipe_is_one_line(capsys):
