@@ -7,12 +7,14 @@ the same amount of work — `--allow-eos` lets completions stop early instead (t
 tokens/s is comparable). Each engine is warmed up on one short request first (start-up, first-call set-up
 excluded); then one timed `generate` over all prompts. Precision (`--precision`): bf16 by default, as recipes
 run rollouts (`rollout.bf16: true`): HF bf16 autocast over fp32 weights, vLLM bf16 weights; fp32: both fp32.
+`--hf-dtype bfloat16` gives the HF engine a bf16 sampling copy instead (what `rollout.dtype: bfloat16` does).
 
 On a shared machine the absolute numbers move with the load; the ratio is measured back to back in one run.
 The last line printed is one JSON object: {"hf_tok_s": ..., "vllm_tok_s": ..., "ratio": ...}
 
 Usage: python benchmarks/rollout_throughput.py [--model smollm2|tiny|DIR] [--prompts 16] [--n 4]
-       [--max-new-tokens 64] [--temperature 1.0] [--precision bf16|fp32] [--allow-eos] [--seed 0] [--threads N]
+       [--max-new-tokens 64] [--temperature 1.0] [--precision bf16|fp32] [--hf-dtype bfloat16] [--allow-eos]
+       [--seed 0] [--threads N]
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16: HF bf16 autocast + vLLM bf16 weights (default); fp32: both fp32")
+    ap.add_argument("--hf-dtype", default=None, help="HF engine's sampling copy dtype (rollout.dtype), e.g. bfloat16")
     ap.add_argument("--allow-eos", action="store_true", help="let completions end early")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None,
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = SamplingParams(n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                             min_new_tokens=0 if args.allow_eos else args.max_new_tokens, seed=args.seed)
     bf16 = args.precision == "bf16"
-    hf = get_engine("hf", model=model, tokenizer=tok, autocast_bf16=bf16)
+    hf = get_engine("hf", model=model, tokenizer=tok, autocast_bf16=bf16, dtype=args.hf_dtype)
     hf_s, hf_tokens = timed(hf, prompts, params)
     hf.close()
     t0 = time.perf_counter()
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     prompt_len = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
     print(f"model {args.model} ({path}); {len(prompts)} prompts (mean {prompt_len:.0f} tokens) x n={args.n}, "
           f"max_new_tokens={args.max_new_tokens}, T={args.temperature:g}, "
-          f"{args.precision}, {'EOS allowed' if args.allow_eos else 'fixed length'}, "
+          f"{args.precision}{f', HF {args.hf_dtype} copy' if args.hf_dtype else ''}, "
+          f"{'EOS allowed' if args.allow_eos else 'fixed length'}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'engine':8}{'tokens':>9}{'seconds':>10}{'tok/s':>10}")
     print(f"{'hf':8}{hf_tokens:9d}{hf_s:10.2f}{hf_tok_s:10.1f}")

