@@ -225,9 +225,14 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
     if (rl := recipe.rl_stage) is not None:
         beside = _start_control_beside(r, start) if recipe.control.enabled and _control_in_parallel(recipe) \
             else None
-        g = r.run_rl(rl, start)
+        try:
+            g = r.run_rl(rl, start)
+            end_eval = r.done("eval_end") or _eval_stage(r, "eval_end", rl)
+        except BaseException:   # the RL stage failed (or was interrupted): do not wait for the control
+            if beside not in (None, "done"):
+                beside.terminate()
+            raise
         stages.append({"name": rl, "kind": rl, **g})
-        end_eval = r.done("eval_end") or _eval_stage(r, "eval_end", rl)
         summary.update({"pass@1_end": end_eval["greedy_pass@1"], "eval_end": end_eval})
         if recipe.control.enabled:
             c, ctl_eval, steps = _join_control(r, beside) if beside is not None else \
