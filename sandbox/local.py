@@ -47,14 +47,20 @@ ZYGOTE_MEMORY_MB = 256                  # cgroup headroom for the zygote itself 
 EXTRA_PIDS = 8                          # cgroup pids for bwrap + the zygote, above a job's `processes`
 REPLY_GRACE_S = 15.0                    # parent-side guard on top of the zygote's own deadline
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
-           "random", "operator", "copy", "json", "fractions", "decimal", "statistics", "datetime", "array",
-           "cmath", "hashlib", "struct", "textwrap", "unicodedata", "enum", "dataclasses", "numbers", "time",
-           "calendar", "traceback", "io", "abc", "contextlib", "types", "weakref")
-# threading registers an at-fork hook that runs in every forked child (~0.4 ms a job here, measured): loaded by
-# the jobs that import it, except where a job could not read the standard library itself (uid drop, below)
-PRELOAD_FORK_HOOKED = ("queue", "threading")
+           "random", "operator", "copy", "json", "fractions", "decimal", "datetime", "array", "cmath", "struct",
+           "textwrap", "unicodedata", "enum", "numbers", "time", "traceback", "io", "abc", "contextlib", "types",
+           "weakref")
+# Loaded by the jobs that import them, except where a job could not read the standard library itself (uid drop,
+# below). threading/queue register an at-fork hook that runs in every forked child (~0.4 ms a job, measured);
+# the others are rare in solutions and big: dataclasses pulls in inspect/ast/dis (1.1 MB), hashlib maps libcrypto
+# (16 mappings, 0.6 MB), shutil zlib/bz2/lzma (30 mappings; the zygote's own rmtree is loaded without them).
+# Every page and mapping the zygote holds is copied at each fork and torn down at exit.
+PRELOAD_ON_DEMAND = ("queue", "threading", "dataclasses", "hashlib", "statistics", "calendar", "shutil")
 JOB_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"}
+# The zygote's own start-up environment (it swaps in JOB_ENV before the first fork). LD_BIND_NOW: the dynamic
+# linker resolves every symbol at start-up, not lazily in each forked child (fewer copy-on-write faults a job).
+ZYGOTE_ENV = {"LD_BIND_NOW": "1"}
 ZYGOTE_SOURCE = (Path(__file__).parent / "_zygote.py").read_text()
 
 
@@ -133,6 +139,8 @@ def bwrap_argv(bwrap: str, features: frozenset[str], tmpfs_mb: int) -> list[str]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += (["--size", str(tmpfs_mb << 20)] if "--size" in features else []) + ["--tmpfs", "/tmp"]
     argv += ["--remount-ro", "/", "--chdir", "/tmp"]
+    for key, value in ZYGOTE_ENV.items():
+        argv += ["--setenv", key, value]
     return argv + ["--", exe, "-I", "-S", "-c", ZYGOTE_SOURCE]
 
 
@@ -153,7 +161,7 @@ def make_spec(opts: LocalOptions, use_bwrap: bool) -> Spec:
     # dropped to uid 65534 may not be able to read a standard library under /root
     preload = list(PRELOAD) if opts.mode == "warm" or not use_bwrap else []
     if not use_bwrap and os.geteuid() == 0:
-        preload += PRELOAD_FORK_HOOKED
+        preload += PRELOAD_ON_DEMAND
     init = {"seccomp": filt, "preload": preload}
     if use_bwrap:
         bwrap, features = bwrap_features()
@@ -219,7 +227,7 @@ class Zygote:
             argv = ["/bin/sh", "-c", 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; '
                     'shift; exec "$@"', "sh", *self.cg.procs_files, "--", *argv]
         self.stderr = tempfile.TemporaryFile()
-        env = {"PATH": JOB_ENV["PATH"]} if spec.use_bwrap else dict(JOB_ENV)
+        env = {"PATH": JOB_ENV["PATH"]} if spec.use_bwrap else {**JOB_ENV, **ZYGOTE_ENV}
         self.proc = _popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
                            cwd="/", start_new_session=True, close_fds=True)
         self.processes = processes
@@ -397,6 +405,18 @@ class LocalBackend:
                 "bwrap not installed (apt-get install bubblewrap)"
         self._spec = make_spec(self.options, use_bwrap=False)     # kept even if it fails: no endless retries
         return Zygote(self._spec, processes)
+
+    def start_workers(self, n: int | None = None) -> None:
+        """Start warm zygotes now (up to `n`, default the worker count) instead of at the first jobs, so a
+        batch does not wait ~0.1-0.2 s per zygote for start-up. No-op in fresh mode."""
+        self.layers()                                   # the first start also picks bubblewrap or not
+        if self.options.mode != "warm":
+            return
+        with self._lock:
+            missing = min(n or self.options.n_workers, self.options.n_workers) - len(self._idle)
+        started = [self._start() for _ in range(missing)]
+        for z in started:
+            self._release(z)
 
     def layers(self) -> dict[str, Layer]:
         """Which isolation layers are active here (starts one zygote to find out); logged once."""

@@ -10,6 +10,7 @@ import pytest
 
 from sandbox import Job, Limits, Result, run
 from sandbox.api import classify
+from sandbox.local import JOB_ENV, LocalBackend, LocalOptions
 
 
 def _one(backend, code, **kw) -> Result:
@@ -81,7 +82,8 @@ def test_environment_is_scrubbed(backend, monkeypatch):
     backend.shutdown()                     # new zygotes are children of a parent holding the secret
     res = _one(backend, "import os\nprint(sorted(os.environ))\nprint(os.environ.get('RLVR_SECRET_TOKEN'))")
     assert "hunter2" not in res.stdout and "RLVR_SECRET_TOKEN" not in res.stdout
-    assert "PATH" in res.stdout
+    # exactly the job environment: nothing of the zygote's own start-up environment (LD_BIND_NOW) either
+    assert res.stdout.splitlines()[0] == str(sorted({*JOB_ENV, "HOME", "TMPDIR"}))
 
 
 def test_each_job_gets_a_fresh_dir_and_nothing_carries_over(backend):
@@ -134,6 +136,51 @@ def test_prelude_runs_first_in_the_same_namespace(config_backend):
     assert good.status == "ok" and good.completed and good.stdout == "42 __main__\n"
     assert early.status == "ok" and not early.completed and early.stdout == ""
     assert broken.status == "failed" and "SyntaxError" in broken.stderr and not broken.completed
+
+
+def test_modules_left_to_the_job_import_and_the_zygote_stays_small(config_backend):
+    """The zygote holds neither shutil's compression modules nor the rare heavy ones (every page and mapping it
+    holds is copied at each fork), except where the job could not import them itself (root without bubblewrap:
+    uid 65534 may not read the standard library). Either way the job imports them, and its shutil is complete."""
+    probe = ("import sys\nprint(sorted(m for m in ('zlib', 'bz2', 'lzma', 'shutil', 'dataclasses', 'hashlib') "
+             "if m in sys.modules))\nimport shutil, hashlib, dataclasses, statistics, calendar\n"
+             "print(shutil._ZLIB_SUPPORTED, shutil._LZMA_SUPPORTED, hashlib.sha256(b'').hexdigest()[:8])")
+    res = _one(config_backend, probe)
+    assert res.status == "ok", res.stderr
+    held, imported = res.stdout.splitlines()
+    uid_drop = not config_backend._spec.use_bwrap and os.geteuid() == 0
+    assert held == (str(sorted(['bz2', 'dataclasses', 'hashlib', 'lzma', 'shutil', 'zlib'])) if uid_drop else "[]")
+    assert imported == f"{shutil._ZLIB_SUPPORTED} {shutil._LZMA_SUPPORTED} e3b0c442"
+
+
+def test_zygote_removes_a_job_dir_without_following_links(tmp_path):
+    """The zygote's rmtree (shutil's, loaded without the compression modules) removes nested dirs and read-only
+    files and leaves the targets of symlinks alone."""
+    from sandbox import _zygote
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    job = tmp_path / "job1"
+    (job / "a" / "b").mkdir(parents=True)
+    (job / "a" / "b" / "f.txt").write_text("x")
+    (job / "a" / "b" / "f.txt").chmod(0o400)
+    (job / "a" / "link").symlink_to(outside, target_is_directory=True)
+    _zygote.remove_dir(str(job))
+    assert not job.exists() and (outside / "keep.txt").read_text() == "x"
+
+
+def test_start_workers_starts_the_pool_before_the_first_jobs():
+    b = LocalBackend(LocalOptions(workers=2))
+    try:
+        b.start_workers()
+        pids = sorted(z.proc.pid for z in b._idle)
+        assert len(pids) == 2
+        assert [r.stdout for r in b.run_batch([Job(f"print({i})") for i in range(4)], concurrency=2)] == \
+            [f"{i}\n" for i in range(4)]
+        assert sorted(z.proc.pid for z in b._idle) == pids          # the batch started no zygote of its own
+    finally:
+        b.shutdown()
 
 
 def test_each_job_gets_its_own_home_and_tmpdir(backend):
