@@ -33,7 +33,6 @@ SECCOMP_MODE_FILTER, CLONE_NEWNET = 2, 0x40000000
 STATUS_FD = 3                        # in the child: where the completion marker is written
 SETUP_FAILED = 125                   # child exit code when the sandbox itself could not prepare the job
 MAX_ZYGOTE_FD = 1024                 # the zygote never holds more fds than this (checked at start-up)
-MAX_PRELUDES = 16                    # compiled preludes kept per zygote
 
 def _import_rmtree():
     """`shutil.rmtree` without the compression modules shutil imports at its top (zlib, bz2, lzma and their C
@@ -98,7 +97,7 @@ class Zygote:
         self.jobs = 0
         self.reaped = {}                       # pid -> wait status of job children reaped while killing
         self.env = None                        # the job environment last applied to our own os.environ
-        self.preludes = {}                     # prelude source -> code object (trusted source, see sandbox.api.Job)
+        self.preludes = {}                     # key -> compiled prelude (trusted source, see sandbox.api.Job)
         self.hard = {}                         # rlimit -> our hard limit (a job cannot raise it anyway)
 
     def setup(self):
@@ -139,17 +138,18 @@ class Zygote:
                 result = self.run_job(job)
             except Exception as e:                     # the zygote's own failure: report it, keep serving
                 self.kill_all()
+                self.preludes.clear()                  # the parent forgets them too and resends
                 result = {"error": f"zygote: {type(e).__name__}: {e}"}
             write_msg(self.ctrl_out, result)
 
     # ---------------------------------------------------------------------------------------------- a job
     def run_job(self, job):
+        prelude = self.compiled_prelude(job)            # first: the parent's record of our cache must stay true
         self.jobs += 1
         jobdir = os.path.join(self.workroot, f"job{self.jobs}")
         os.mkdir(jobdir, 0o700)
         stdin_fd = self.prepare_dir(jobdir, job)
         limits = job_rlimits(job, self.hard)
-        prelude = self.compiled_prelude(job.get("prelude") or "")
         self.set_env(job["env"], jobdir)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -192,21 +192,21 @@ class Zygote:
         os.unlink(stdin_path)
         return fd
 
-    def compiled_prelude(self, source):
-        """The job's trusted prelude compiled once here, so each child only runs it. A prelude that does not
-        compile is left as source: the child compiles it and reports the error like the job's own code."""
-        if not source:
+    def compiled_prelude(self, job):
+        """The job's trusted prelude, compiled once here so each child only runs it. The parent sends a prelude's
+        source with the first job that uses it (`prelude`), a key every time (`prelude_key`), and which key to
+        drop (`forget_prelude`): it decides what we keep. A prelude that does not compile is kept as source: the
+        child compiles it and reports the error like the job's own code."""
+        self.preludes.pop(job.get("forget_prelude"), None)
+        key = job.get("prelude_key")
+        if key is None:
             return None
-        code = self.preludes.get(source)
-        if code is None:
+        if "prelude" in job:
             try:
-                code = compile(source, "prelude.py", "exec")
+                self.preludes[key] = compile(job["prelude"], "prelude.py", "exec")
             except Exception:
-                return source
-            if len(self.preludes) >= MAX_PRELUDES:
-                self.preludes.pop(next(iter(self.preludes)))
-            self.preludes[source] = code
-        return code
+                self.preludes[key] = job["prelude"]
+        return self.preludes[key]
 
     def set_env(self, env, jobdir):
         """Make our own environment the job's before forking (the child inherits it: no per-child work)."""

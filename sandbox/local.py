@@ -17,6 +17,7 @@ Other settings (env): `RLVR_SANDBOX_BWRAP` = auto | on | off (on: fail instead o
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ SANDBOX_UID = 65534                     # "nobody"
 ZYGOTE_MEMORY_MB = 256                  # cgroup headroom for the zygote itself and its tmpfs, above a job's cap
 EXTRA_PIDS = 8                          # cgroup pids for bwrap + the zygote, above a job's `processes`
 REPLY_GRACE_S = 15.0                    # parent-side guard on top of the zygote's own deadline
+MAX_PRELUDES = 16                       # compiled preludes each zygote keeps (`Job.prelude`)
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
            "random", "operator", "copy", "json", "fractions", "decimal", "datetime", "array", "cmath", "struct",
            "textwrap", "unicodedata", "enum", "numbers", "time", "traceback", "io", "abc", "contextlib", "types",
@@ -231,6 +233,8 @@ class Zygote:
         self.proc = _popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
                            cwd="/", start_new_session=True, close_fds=True)
         self.processes = processes
+        self._preludes: dict[str, str] = {}        # prelude source -> key the zygote has it under
+        self._prelude_keys = itertools.count()
         self._oom_kills = self.cg.oom_kills() if self.cg is not None else 0
         self.alive = True
         self._send(init)
@@ -248,10 +252,10 @@ class Zygote:
             if job.limits.processes != self.processes:
                 self.cg.set_pids(job.limits.processes + EXTRA_PIDS)
                 self.processes = job.limits.processes
-        msg = {"code": job.code, "prelude": job.prelude, "stdin": job.stdin, "files": dict(job.files or {}),
-               "timeout_s": job.timeout_s, "cpu_s": job.cpu_s, "memory_mb": job.memory_mb, "file_size_mb": job.limits.file_size_mb,
+        msg = {"code": job.code, "stdin": job.stdin, "files": dict(job.files or {}), "timeout_s": job.timeout_s,
+               "cpu_s": job.cpu_s, "memory_mb": job.memory_mb, "file_size_mb": job.limits.file_size_mb,
                "open_files": job.limits.open_files, "processes": job.limits.processes,
-               "output_bytes": job.limits.output_bytes, "env": JOB_ENV}
+               "output_bytes": job.limits.output_bytes, "env": JOB_ENV, **self._prelude_fields(job.prelude)}
         try:
             self._send(msg)
             reply = self._recv(deadline=time.monotonic() + job.timeout_s + REPLY_GRACE_S)
@@ -262,6 +266,7 @@ class Zygote:
             self.close()
             return Result("error", None, reason=f"sandbox zygote died or hung during the job {why}".strip())
         if "error" in reply:
+            self._preludes.clear()               # the zygote dropped its preludes too (see its `serve`)
             return Result("error", None, reason=reply["error"])
         oom = False
         if self.cg is not None and reply["exit_code"] == -9:     # only a SIGKILL can be the OOM killer's
@@ -273,6 +278,20 @@ class Zygote:
             reason = f"{reason}: {reply['setup_error']}"
         return Result(status, reply["exit_code"], reply["stdout"], reply["stderr"], reply["stdout_truncated"],
                       reply["stderr_truncated"], round(reply["wall_s"], 4), reply["completed"], reason)
+
+    def _prelude_fields(self, source: str) -> dict:
+        """A prelude travels once per zygote; later jobs name it by key. We choose what the zygote keeps (the
+        MAX_PRELUDES most recently added), so this record of its cache stays exact."""
+        if not source:
+            return {}
+        key = self._preludes.get(source)
+        if key is not None:
+            return {"prelude_key": key}
+        fields: dict = {}
+        if len(self._preludes) >= MAX_PRELUDES:
+            fields["forget_prelude"] = self._preludes.pop(next(iter(self._preludes)))
+        key = self._preludes[source] = str(next(self._prelude_keys))
+        return {**fields, "prelude_key": key, "prelude": source}
 
     # --------------------------------------------------------------------------------------- protocol
     def _send(self, obj: dict) -> None:

@@ -191,14 +191,33 @@ def test_each_job_gets_its_own_home_and_tmpdir(backend):
 
 
 def test_zygote_compiles_each_prelude_once():
-    """The zygote keeps compiled preludes (at most MAX_PRELUDES); one that does not compile stays source, for
-    the child to compile and report."""
+    """The zygote keeps each compiled prelude under the key the parent sends (the source comes once) and drops
+    the one the parent says; one that does not compile stays source, for the child to compile and report."""
     from sandbox import _zygote
 
     z = _zygote.Zygote(0, 1, {"workroot": "/nonexistent"})
-    first = z.compiled_prelude("x = 1\n")
-    assert first is z.compiled_prelude("x = 1\n") and first.co_filename == "prelude.py"
-    assert z.compiled_prelude("") is None and z.compiled_prelude("def (:\n") == "def (:\n"
-    for i in range(_zygote.MAX_PRELUDES):
-        z.compiled_prelude(f"y = {i}\n")
-    assert len(z.preludes) == _zygote.MAX_PRELUDES and "x = 1\n" not in z.preludes
+    first = z.compiled_prelude({"prelude_key": "0", "prelude": "x = 1\n"})
+    assert first.co_filename == "prelude.py" and z.compiled_prelude({"prelude_key": "0"}) is first
+    assert z.compiled_prelude({}) is None
+    assert z.compiled_prelude({"prelude_key": "1", "prelude": "def (:\n"}) == "def (:\n"
+    z.compiled_prelude({"prelude_key": "2", "prelude": "y = 1\n", "forget_prelude": "0"})
+    assert set(z.preludes) == {"1", "2"}
+
+
+def test_preludes_travel_once_per_zygote_and_survive_eviction(backend):
+    """The parent sends a prelude's source with its first job on a zygote, then only its key, and keeps the
+    zygote's cache to MAX_PRELUDES; a prelude used again after being dropped is sent again."""
+    from sandbox.local import MAX_PRELUDES, Zygote
+
+    backend.layers()                                   # picks how zygotes start here
+    z = Zygote(backend._spec, 32)
+    try:
+        assert z._prelude_fields("a = 1\n") == {"prelude_key": "0", "prelude": "a = 1\n"}
+        assert z._prelude_fields("a = 1\n") == {"prelude_key": "0"}
+        n = MAX_PRELUDES + 2
+        results = [z.run(Job("print(v)", prelude=f"v = {i}\n")) for i in range(n)]
+        results.append(z.run(Job("print(v)", prelude="v = 0\n")))            # dropped meanwhile: resent
+        assert [r.stdout for r in results] == [f"{i}\n" for i in range(n)] + ["0\n"]
+        assert len(z._preludes) == MAX_PRELUDES
+    finally:
+        z.close()
