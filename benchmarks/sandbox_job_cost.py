@@ -9,8 +9,9 @@ wall time. Workloads: `mbpp` = the 973 MBPP reference solutions other than mbpp/
 that only measures the timeout), `trivial` = one tiny function and one assert, repeated as often.
 
 With `--base-rev`, the revision's `sandbox/` (from `git archive`) and this tree's run at the same time, each in
-its own process with one worker, `--rounds` times: both see the same load from whatever else runs on the
-machine, which a comparison of separate runs on a shared box does not give. Tasks, verifier and the jobs always
+its own process with one worker, `--rounds` times (which one starts first alternates): both see the same load
+from whatever else runs on the machine, which a comparison of separate runs on a shared box does not give.
+Identical trees measured so differ by a few percent per round (`--base-rev HEAD` on a clean tree shows it). Tasks, verifier and the jobs always
 come from this tree. CPU time is less sensitive to load than wall time but not immune (shared caches, frequency);
 the page-fault counts are nearly deterministic.
 
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             trees = {f"base {args.base_rev}": tmp, **trees}
         rows: dict[str, list[dict]] = {name: [] for name in trees}
         for r in range(args.rounds):
-            for name, res in run_side_by_side(trees, args.workload, args.limit).items():
+            order = dict(reversed(trees.items())) if r % 2 else trees        # who starts first alternates
+            for name, res in sorted(run_side_by_side(order, args.workload, args.limit).items(),
+                                    key=lambda kv: list(trees).index(kv[0])):
                 rows[name].append(res)
                 print(f"round {r + 1}  {name:20s} {res['cpu_ms']:6.3f} ms CPU/job  {res['faults']:5.0f} faults/job  "
                       f"{res['wall_ms']:6.3f} ms wall/job  ({res['ok']}/{res['jobs']} ok, load {res['load']:.1f})")
