@@ -13,6 +13,9 @@ Data-parallel convention used by every trainer (see docs/scaling.md):
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
+import glob
 import math
 import os
 from dataclasses import dataclass
@@ -126,6 +129,21 @@ def resolve_device(local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def remove_shm_buffers(rank: int, shm_dir: str = "/dev/shm") -> list[str]:
+    """Remove this rank's DeepSpeed CPU allreduce buffer (`deepspeed_allreduce_buffer_*_<addr>_<port>_<rank>`,
+    ~67 MB of /dev/shm that DeepSpeed never unlinks: every CPU launch leaked 2 of them, 12 GB here after a day
+    of tests). Runs at exit; mappings other ranks still hold stay valid after the unlink. Returns what went."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not (addr and port):
+        return []
+    gone = []
+    for path in glob.glob(os.path.join(shm_dir, f"deepspeed_allreduce_buffer_*_{addr}_{port}_{rank}")):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            gone.append(path)
+    return gone
+
+
 def shard(items: list, ctx: DistContext) -> list:
     """This rank's strided share items[rank::world] (all items on a single process)."""
     return items[ctx.rank::ctx.world_size]
@@ -152,6 +170,8 @@ def context() -> DistContext:
         cuda = resolve_device(local).type == "cuda"
         if cuda:
             torch.cuda.set_device(local)
+        else:
+            atexit.register(remove_shm_buffers, rank)
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world)
     _CONTEXT = DistContext(rank=rank, world_size=world, local_rank=local)
     return _CONTEXT

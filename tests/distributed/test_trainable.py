@@ -76,3 +76,20 @@ def test_plain_trainable_and_gradient_checkpointing_give_the_same_step():
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)                # recomputation is exact
     for k in out[0][1]:
         torch.testing.assert_close(out[0][1][k], out[1][1][k], rtol=0, atol=1e-6)
+
+
+def test_each_rank_removes_its_own_deepspeed_shm_buffer_at_exit(tmp_path, monkeypatch):
+    """DeepSpeed's CPU allreduce never unlinks its ~67 MB /dev/shm buffers; a rank removes its own (this launch's
+    address and port, its rank) and nothing else."""
+    from rlvr.distributed.context import remove_shm_buffers
+
+    names = ["deepspeed_allreduce_buffer_0_127.0.0.1_29511_0", "deepspeed_allreduce_buffer_0_127.0.0.1_29511_1",
+             "deepspeed_allreduce_buffer_0_127.0.0.1_29512_0", "unrelated_0_127.0.0.1_29511_0"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    assert remove_shm_buffers(0, str(tmp_path)) == [str(tmp_path / names[0])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+    monkeypatch.delenv("MASTER_PORT")
+    assert remove_shm_buffers(1, str(tmp_path)) == []
