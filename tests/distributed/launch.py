@@ -39,8 +39,14 @@ def deepspeed_launch(args: list[str], *, timeout: float = 300) -> subprocess.Com
     if not launcher:
         pytest.skip("the deepspeed launcher is not on PATH")
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(free_port()), *map(str, args)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    port = free_port()
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(port), *map(str, args)]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        # DeepSpeed's CPU shared-memory allreduce never unlinks its buffers (66 MB a rank, in RAM): drop this port's.
+        for f in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"):
+            f.unlink(missing_ok=True)
     if proc.returncode != 0:
         pytest.fail(f"deepspeed launch failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
     return proc
