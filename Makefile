@@ -44,11 +44,15 @@ demo: install
 	$(BIN)/rlvr train recipes/r1_mini.yaml output_dir=runs/r1_mini
 	@echo "report: runs/r1_mini/report.md  (curves: runs/r1_mini/curves.png)"
 
+# Two pytest-xdist workers (one per core; the tests run one torch thread each). A work unit is a test module or a
+# group of them that shares fixtures (tests/conftest.py), longest first. PYTEST_WORKERS= runs in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadgroup --no-loadscope-reorder
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_WORKERS)
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
