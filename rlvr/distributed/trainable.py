@@ -40,7 +40,7 @@ from rlvr.distributed.context import DistContext, context
 from rlvr.distributed.zero3 import clear_backward_seen, full_weights
 from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import CheckpointManager
-from rlvr.trainers.common import check_finite, clip_and_check
+from rlvr.trainers.common import check_finite, clip_and_check, module_device
 
 __all__ = ["Trainable", "PlainTrainable", "DeepSpeedTrainable", "prepare", "as_trainable", "complete_deepspeed_config"]
 
@@ -71,7 +71,7 @@ class Trainable:
         """A zero-loss backward for a rank with no rows in this micro-batch slot (keeps ZeRO's per-backward
         collectives in step). `forward_fn(module)` -> any tensor output; default: the LM on one token."""
         out = forward_fn(self.module) if forward_fn is not None else \
-            self.module(input_ids=torch.zeros(1, 1, dtype=torch.long, device=_device(self.module))).logits
+            self.module(input_ids=torch.zeros(1, 1, dtype=torch.long, device=module_device(self.module))).logits
         self.backward(out.float().sum() * 0.0)
 
 
@@ -177,11 +177,6 @@ def prepare(model: torch.nn.Module, optimizer: Any, cfg: DistributedConfig | Non
     context()   # join the process group before DeepSpeed looks for one
     ds = complete_deepspeed_config(read_deepspeed_config(cfg.deepspeed), grad_clip=grad_clip, bf16=bf16)
     return DeepSpeedTrainable(model, optimizer, ds)
-
-
-def _device(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def as_trainable(opt_or_trainable: Any, model: torch.nn.Module, grad_clip: float | None) -> Trainable:
