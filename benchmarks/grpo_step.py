@@ -160,10 +160,43 @@ def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
     row = {"step": step, "sec_per_step": t3 - t0, "generate_s": batch.metrics["time/generate_s"],
            "verify_s": batch.metrics["time/verify_s"], "train_s": t3 - t1, "ref_s": m["time/ref_s"],
            "optimizer_s": m["time/optimizer_s"], "sync_s": t3 - t2,
-           "new_tokens": int(batch.packed.completion_mask.sum())}
+           "new_tokens": int(batch.packed.completion_mask.sum()),
+           "train_tflop": train_flop(v.model, batch.packed) / 1e12}
     row["fwd_bwd_s"] = (t2 - t1) - row["ref_s"] - row["optimizer_s"]
     v.rows.append(row)
     return row
+
+
+def train_flop(model, packed) -> float:
+    """Matmul FLOPs of one step's training passes: the reference forward plus the policy forward+backward
+    (= 3 forwards), each 2·(linear weights of the layers)·(all positions) + 2·d·V·(kept logit rows); attention's
+    own score/value products (2·2·T²·d per layer and sequence) are included, padding counted as work."""
+    import torch
+
+    cfg = model.config
+    B, P = packed.prompt_ids.shape
+    C = packed.completion_ids.shape[1]
+    T = P + C
+    head = model.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    attn = 4 * T * T * cfg.hidden_size * cfg.num_hidden_layers * B
+    fwd = 2 * linear * B * T + attn + 2 * head.weight.numel() * B * (C + 1)
+    return 4.0 * fwd
+
+
+def matmul_tflops(reps: int = 5, n: int = 2048) -> float:
+    """This box's bf16 matmul rate right now (best of `reps` n³ products at the current thread count): the
+    ceiling the training passes are measured against; it moves 2-4x with the load from other jobs."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e12
 
 
 def sampler_label(v: Variant) -> str:
@@ -227,6 +260,7 @@ def main() -> None:
     variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args)
                 for b in backends for name, base in wanted]
     del model
+    peak = [matmul_tflops()]
     for step in range(args.steps + 1):
         for v in variants:
             last = step == args.steps and args.profile and not v.baseline
@@ -247,10 +281,19 @@ def main() -> None:
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
                     f"sampler={sampler_label(v)}",
                     medians(v.rows))
+    peak.append(matmul_tflops())
+    last = variants[-1]
+    tflop = statistics.median(r["train_tflop"] for r in last.rows)
+    passes = medians(last.rows)["ref_s"] + medians(last.rows)["fwd_bwd_s"]
+    print(f"\nbf16 matmul on this box (2048^3, best of 5, before/after the steps): {peak[0]:.2f} / {peak[1]:.2f} "
+          f"TFLOP/s.\n{last.name} training passes (reference forward + policy forward/backward): {tflop:.2f} TFLOP in "
+          f"{passes:.2f} s = {tflop / passes:.2f} TFLOP/s, {tflop / passes / max(peak):.0%} of that matmul rate.")
     for v in variants:
         v.engine.close()
-    print(json.dumps({k: round(medians(variants[-1].rows)[k], 3)
-                      for k in ("sec_per_step", "generate_s", "verify_s", "train_s")}))
+    out = {k: round(medians(last.rows)[k], 3) for k in ("sec_per_step", "generate_s", "verify_s", "train_s")}
+    out.update({"train_tflop": round(tflop, 3), "train_tflops": round(tflop / passes, 3),
+                "matmul_tflops": round(max(peak), 3)})
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

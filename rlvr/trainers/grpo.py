@@ -67,6 +67,8 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     """k1 | k2 | k3"""
     kl_mode: Literal["loss", "reward"] = "loss"
     """KL as a loss term, or subtracted from the sequence reward"""
+    entropy_coef: float = 0.0
+    """entropy bonus: coef·H(π(·|c_<t)) per token is subtracted from the loss (keeps exploration alive)"""
     mu: int = 1
     """inner iterations over each batch (old log-probs stored from the first)"""
     micro_batch: int = 64
@@ -297,6 +299,8 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
                 kl = kl_fn(logp, ref_logp[s])
                 loss_mat = loss_mat + cfg.beta * kl
                 lm["loss/kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1)).detach()
+            if cfg.entropy_coef:
+                loss_mat = loss_mat - cfg.entropy_coef * ent
             loss = aggregate_loss(loss_mat, mask, cfg.loss_agg, cfg.max_new_tokens,
                                   num_tokens_total=n_tok, num_seqs_total=B_all)
             check_finite(loss, "policy loss")

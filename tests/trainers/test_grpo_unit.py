@@ -173,3 +173,30 @@ def test_idle_update_enters_gathered_like_policy_update(beta, kl_mode):
     n = {(0.0, "loss"): 0, (0.1, "loss"): 1, (0.1, "reward"): 2}[(beta, kl_mode)]
     assert busy.events[:n] == idle.events[:n] == ["gather"] * n
     assert "gather" not in busy.events[n:] + idle.events[n:]
+
+
+def test_entropy_bonus_is_minus_coef_times_token_mean_entropy():
+    """With equal rewards every advantage is 0, so the whole loss is the bonus: −coef·mean_t H_t, and one step
+    along it raises the policy's entropy on those tokens (coef 0: the loss is exactly 0)."""
+    from rlvr.distributed.trainable import PlainTrainable
+    from rlvr.trainers.common import completion_logprobs, load_model_and_tokenizer, pack
+    from rlvr.trainers.grpo import Batch, policy_update
+
+    torch.manual_seed(0)
+    model, tok = load_model_and_tokenizer("tiny")
+    packed = pack([[5, 6], [5, 6]], [[7, 8, 9], [10]], tok.pad_token_id)
+    batch = Batch(packed, torch.tensor([1.0, 1.0]), torch.tensor([0, 0]), torch.zeros(2, 3), {})
+
+    def mean_entropy():
+        with torch.no_grad():
+            _, ent = completion_logprobs(model, packed, with_entropy=True)
+        return float((ent * packed.completion_mask).sum() / packed.completion_mask.sum())
+
+    for coef in (0.0, 0.5):
+        h0 = mean_entropy()
+        cfg = GRPOConfig(mu=1, micro_batch=2, bf16=False, group_size=2, entropy_coef=coef)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.1)   # a plain gradient step: first order is what counts
+        m = policy_update(model, None, PlainTrainable(model, sgd, None), batch, cfg)
+        assert m["policy/entropy"] == pytest.approx(h0, rel=1e-5)
+        assert m["loss/total"] == pytest.approx(-coef * h0, rel=1e-5, abs=1e-7)
+    assert mean_entropy() > h0 + 1e-3
