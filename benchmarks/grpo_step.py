@@ -184,17 +184,21 @@ def train_flop(model, packed) -> float:
     return 4.0 * fwd
 
 
-def matmul_tflops(reps: int = 5, n: int = 2048) -> float:
-    """This box's bf16 matmul rate right now (best of `reps` n³ products at the current thread count): the
-    ceiling the training passes are measured against; it moves 2-4x with the load from other jobs."""
+def matmul_tflops(device, reps: int = 5, n: int = 2048) -> float:
+    """The bf16 matmul rate of the training device right now (best of `reps` n³ products; on the CPU at the
+    current thread count): the ceiling the training passes are measured against. On a shared CPU it moves 2-4x
+    with the load from other jobs."""
     import torch
 
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     a @ b
     best = float("inf")
     for _ in range(reps):
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e12
 
@@ -260,7 +264,8 @@ def main() -> None:
     variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args)
                 for b in backends for name, base in wanted]
     del model
-    peak = [matmul_tflops()]
+    device = next(variants[0].model.parameters()).device
+    peak = [matmul_tflops(device)]
     for step in range(args.steps + 1):
         for v in variants:
             last = step == args.steps and args.profile and not v.baseline
@@ -281,11 +286,11 @@ def main() -> None:
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
                     f"sampler={sampler_label(v)}",
                     medians(v.rows))
-    peak.append(matmul_tflops())
+    peak.append(matmul_tflops(device))
     last = variants[-1]
     tflop = statistics.median(r["train_tflop"] for r in last.rows)
     passes = medians(last.rows)["ref_s"] + medians(last.rows)["fwd_bwd_s"]
-    print(f"\nbf16 matmul on this box (2048^3, best of 5, before/after the steps): {peak[0]:.2f} / {peak[1]:.2f} "
+    print(f"\nbf16 matmul on {device} (2048^3, best of 5, before/after the steps): {peak[0]:.2f} / {peak[1]:.2f} "
           f"TFLOP/s.\n{last.name} training passes (reference forward + policy forward/backward): {tflop:.2f} TFLOP in "
           f"{passes:.2f} s = {tflop / passes:.2f} TFLOP/s, {tflop / passes / max(peak):.0%} of that matmul rate.")
     for v in variants:

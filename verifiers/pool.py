@@ -33,6 +33,7 @@ import atexit
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -67,8 +68,19 @@ def _init_worker(mem_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _call(fn: Callable[..., Verdict], args: tuple) -> Verdict:
-    """Runs in the worker. Exceptions become `error` verdicts here, because some do not pickle."""
+def _call(payload: bytes) -> Verdict:
+    """Runs in the worker. The call arrives pickled and is loaded here, so a verifier whose module cannot be
+    imported in the worker (an ImportError, or a MemoryError under the address-space cap: CUDA builds of torch
+    map several GiB) is an `error` verdict saying so, instead of a worker dying inside pebble's task fetch
+    (which loses the task: the parent only notices at its stall guard, tens of seconds later). Exceptions become
+    `error` verdicts here, because some do not pickle."""
+    try:
+        fn, args = pickle.loads(payload)
+    except Exception as e:  # noqa: BLE001
+        hint = f"; RLVR_VERIFY_MEM_MB={_mem_mb()} caps each worker's address space" \
+            if isinstance(e, MemoryError) else ""
+        return Verdict("error", 0.0, {"reason": f"could not load the verifier in the worker: {_describe(e)}"
+                                                f"{hint}"[:_REASON_CHARS]})
     try:
         out = fn(*args)
     except Exception as e:  # noqa: BLE001 (MemoryError and RecursionError included, on purpose)
@@ -159,7 +171,23 @@ def run_batch(calls: Sequence[tuple[Callable[..., Verdict], tuple]], timeout: fl
 
 
 def _schedule(pool, calls, timeout: float) -> list:
-    return [pool.schedule(_call, args=(fn, tuple(args)), timeout=timeout) for fn, args in calls]
+    futures = []
+    for fn, args in calls:
+        try:
+            payload = pickle.dumps((fn, tuple(args)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001 (a lambda, a lock, ...): this call's verdict is an error
+            futures.append(_failed(e))
+            continue
+        futures.append(pool.schedule(_call, args=(payload,), timeout=timeout))
+    return futures
+
+
+def _failed(e: BaseException):
+    from concurrent.futures import Future
+
+    f: Future = Future()
+    f.set_exception(e)
+    return f
 
 
 def run_one(fn: Callable[..., Verdict], *args: Any, timeout: float) -> Verdict:

@@ -6,7 +6,6 @@ gold string. Two special golds make the verifier raise (`error`) or hang past th
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -16,27 +15,10 @@ from rlvr.models.tiny import build_tiny_model
 from rlvr.rollout import SamplingParams, get_engine
 from tasks.base import Example, PromptTemplate, Task, WeightedVerifier
 from tasks.registry import get_task, register_task
-from verifiers.base import Verdict, VerifyContext
+from tests.rlvr.toy_verifier import FirstCharVerifier
 
 TASK_NAME = "test-eval-first-char"
 GOLDS = ["0123456789abcdefghijklm", "nopqrstuvwxyz", "aeiou", "()+-*/=", "__raise__", "__slow__"]
-
-
-class FirstCharVerifier:
-    """answer = first character of the response (None if empty or a space); correct if it is in the gold."""
-
-    name = "first-char"
-
-    def __call__(self, response: str, ctx: VerifyContext) -> Verdict:
-        if ctx.gold == "__raise__":
-            raise RuntimeError("toy verifier failure")
-        if ctx.gold == "__slow__":
-            time.sleep(30)
-        answer = response[:1] if response[:1].strip() else None
-        if answer is None:
-            return Verdict("unparseable", 0.0, {"answer": None})
-        ok = answer in ctx.gold
-        return Verdict("correct" if ok else "wrong", float(ok), {"answer": answer})
 
 
 def _load(split: str, limit: int | None) -> list[Example]:

@@ -190,7 +190,8 @@ def test_entropy_bonus_is_minus_coef_times_token_mean_entropy():
     def mean_entropy():
         with torch.no_grad():
             _, ent = completion_logprobs(model, packed, with_entropy=True)
-        return float((ent * packed.completion_mask).sum() / packed.completion_mask.sum())
+        mask = packed.completion_mask.to(ent.device)
+        return float((ent * mask).sum() / mask.sum())
 
     for coef in (0.0, 0.5):
         h0 = mean_entropy()

@@ -93,7 +93,9 @@ def test_completion_values_align_with_unpadded_positions(tiny):
     assert critic.head.weight.abs().sum() == 0 and critic.head.bias.item() == 0     # V ≡ 0 at the start
     # seeded: with the global RNG the head (and so |V|, up to ~40) depended on the tests run before this one, and
     # ~1 draw in 4 put the padded-vs-unpadded float32 difference above 1e-5 (seed 0: 5.7e-6)
-    torch.nn.init.normal_(critic.head.weight, generator=torch.Generator().manual_seed(0))
+    w = critic.head.weight
+    with torch.no_grad():   # drawn on the CPU (same numbers on any device), then placed where the head lives
+        w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)).to(w.device))
     prompts, comps = [[5, 6, 7, 8], [9, 10]], [[11, 12], [13, 14, 15]]
     batch = pack(prompts, comps, tok.pad_token_id)
     with torch.no_grad():

@@ -63,6 +63,7 @@ def test_bad_results_and_unpicklable_calls_are_errors():
     (sum, (range(10**18),), 2.5),
 ], ids=["sleep", "busy-loop-in-C"])
 def test_wedged_worker_is_killed_and_replaced(fn, args, slack):
+    _assert_pool_answers()   # the pool is up: the clock below measures the kill, not the pool's start-up
     before = pool.health()
     start = time.monotonic()
     v = pool.run_one(fn, *args, timeout=1)
@@ -142,3 +143,30 @@ def test_bad_settings(monkeypatch):
         pool.num_workers()
     monkeypatch.setenv("RLVR_VERIFY_WORKERS", "3")
     assert pool.num_workers() == 3
+
+
+class Unloadable:
+    """Pickles fine; loading it in a worker raises `error` (MemoryError as under the address-space cap, or an
+    ImportError as for a verifier whose module the worker cannot import)."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def __reduce__(self):
+        import importlib
+        return (bytearray, (1 << 60,)) if self.error == "memory" else \
+            (importlib.import_module, ("no_such_module_for_the_pool_test",))
+
+
+@pytest.mark.parametrize("error, reason", [("memory", "MemoryError"), ("import", "ModuleNotFoundError")])
+def test_a_verifier_that_cannot_load_in_the_worker_is_an_error_not_a_stall(error, reason):
+    before = pool.health()
+    start = time.monotonic()
+    v = pool.run_one(Unloadable(error), "response", timeout=10)
+    assert time.monotonic() - start < 5.0      # answered by the worker, not by the parent's stall guard
+    assert v.status == "error" and v.reward == 0.0
+    assert v.info["reason"].startswith(f"could not load the verifier in the worker: {reason}")
+    assert ("RLVR_VERIFY_MEM_MB" in v.info["reason"]) == (error == "memory")
+    after = pool.health()
+    assert after["stalls"] == before["stalls"] and after["crashes"] == before["crashes"]
+    _assert_pool_answers()
