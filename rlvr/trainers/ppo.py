@@ -35,7 +35,7 @@ from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError
 from rlvr.models.critic import ActorCritic, build_critic, completion_values
 from rlvr.trainers.checkpoint import atomic_write_json
-from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_scheduler, check_finite,
+from rlvr.trainers.common import (NonFiniteError, PackedBatch, adamw, autocast, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, module_device)
 from rlvr.trainers.config_fields import CheckpointFields, OptimFields, SamplingFields
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
@@ -270,7 +270,7 @@ def _optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
         params = [p for p in params if p.requires_grad]
         groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay})
         groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, foreach=True)
+    return adamw(groups, lr=cfg.lr)
 
 
 def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_dir, seed: int = 0,
