@@ -130,7 +130,7 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     model.set_attn_implementation("sdpa" if baseline else args.attn)
     micro = 8 if baseline else args.micro_batch
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
-                     dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6)
+                     dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
@@ -140,7 +140,8 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     else:  # a bf16 copy samples (no per-step weight casts); update_weights copies the fp32 weights into it
         engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")
         engine.model.set_attn_implementation(args.gen_attn)
-    return Variant(name, baseline, backend, model, ref, build_optimizer(model, cfg.lr), engine, cfg)
+    return Variant(name, baseline, backend, model, ref, build_optimizer(model, cfg.lr, fused=cfg.fused_adamw),
+                   engine, cfg)
 
 
 def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
@@ -284,7 +285,7 @@ def main() -> None:
         print_table(f"{header}\n{v.name}: backend={v.backend}, micro_batch={c.micro_batch}, "
                     f"attn={v.model.config._attn_implementation}, "
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
-                    f"sampler={sampler_label(v)}",
+                    f"sampler={sampler_label(v)}, optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
                     medians(v.rows))
     peak.append(matmul_tflops(device))
     last = variants[-1]

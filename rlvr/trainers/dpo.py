@@ -448,7 +448,7 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
     out_dir = Path(out_dir)
     pad_id = tokenizer.pad_token_id
     ref_all, ref_live = _reference(model, ref_model, items, pad_id, spec, cfg, out_dir, log_fn)
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
     tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)

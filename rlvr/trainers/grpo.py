@@ -358,7 +358,7 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
     if cfg.prompts_per_step % ctx.world_size:
         raise ConfigError(f"{name}.prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of "
                           f"processes ({ctx.world_size}): each rank samples whole groups")
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
     ref_model = reference_model(model) if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
     tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)

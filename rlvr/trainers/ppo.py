@@ -270,7 +270,7 @@ def _optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
         params = [p for p in params if p.requires_grad]
         groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay})
         groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
-    return adamw(groups, lr=cfg.lr)
+    return adamw(groups, lr=cfg.lr, fused=cfg.fused_adamw)
 
 
 def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_dir, seed: int = 0,

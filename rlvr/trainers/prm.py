@@ -270,7 +270,7 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
     model.add_lora(cfg.lora)                           # LoRA: adapters on the trunk, the head fully trained
     enc_train, enc_held = _encode_all(train, tok, cfg), _encode_all(held, tok, cfg)
     out = Path(cfg.output_dir)
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
     tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
     ckpts = tr.checkpoints(out, keep_last=cfg.keep_last)

@@ -174,7 +174,7 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample]
     if not examples:
         raise ValueError("SFT needs at least one example")
     rows = tokenize_pairs(examples, tokenizer, cfg.max_length, cfg.completion_only)
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
     tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)

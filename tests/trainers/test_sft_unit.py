@@ -101,3 +101,24 @@ def test_train_sft_with_packing_runs(tiny, tmp_path):
     out = train_sft(model, tok, ex, SFTConfig(max_steps=3, batch_size=25, eval_every=0, packing=True, max_length=64),
                     out_dir=tmp_path, log_fn=lambda s: None)
     assert out["steps"] == 3
+
+
+def test_fused_adamw_is_opt_in_and_tracks_foreach(tmp_path):
+    """`fused_adamw` reaches the optimizer (saved in the checkpoint's param groups); a short run's losses equal the
+    default foreach run's to float rounding (the two differ only by kernel, ~1e-8 per step)."""
+    from rlvr.trainers.common import load_model_and_tokenizer
+    from rlvr.trainers.logger import read_jsonl
+
+    ex = [SFTExample(f"{a}+{b}=", str(a + b)) for a in range(5) for b in range(5)]
+    losses = {}
+    for fused in (False, True):
+        out = tmp_path / str(fused)
+        model, tok = load_model_and_tokenizer("tiny")
+        cfg = SFTConfig(max_steps=3, batch_size=25, lr=3e-3, eval_every=0, bf16=False, fused_adamw=fused,
+                        checkpoint_every=3)
+        train_sft(model, tok, ex, cfg, out_dir=out, log_fn=lambda s: None)
+        groups = torch.load(next(out.glob("checkpoints/step-*")) / "optimizer.pt")["param_groups"]
+        assert all(g["fused"] is (True if fused else None) and g["foreach"] is (None if fused else True)
+                   for g in groups)
+        losses[fused] = [r["loss/sft"] for r in read_jsonl(out / "sft_metrics.jsonl")]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
