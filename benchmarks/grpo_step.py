@@ -288,15 +288,15 @@ def main() -> None:
                     f"sampler={sampler_label(v)}, optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
                     medians(v.rows))
     peak.append(matmul_tflops(device))
-    last = variants[-1]
+    last, med = variants[-1], medians(variants[-1].rows)
     tflop = statistics.median(r["train_tflop"] for r in last.rows)
-    passes = medians(last.rows)["ref_s"] + medians(last.rows)["fwd_bwd_s"]
+    passes = med["ref_s"] + med["fwd_bwd_s"]
     print(f"\nbf16 matmul on {device} (2048^3, best of 5, before/after the steps): {peak[0]:.2f} / {peak[1]:.2f} "
           f"TFLOP/s.\n{last.name} training passes (reference forward + policy forward/backward): {tflop:.2f} TFLOP in "
           f"{passes:.2f} s = {tflop / passes:.2f} TFLOP/s, {tflop / passes / max(peak):.0%} of that matmul rate.")
     for v in variants:
         v.engine.close()
-    out = {k: round(medians(last.rows)[k], 3) for k in ("sec_per_step", "generate_s", "verify_s", "train_s")}
+    out = {k: round(med[k], 3) for k in ("sec_per_step", "generate_s", "verify_s", "train_s")}
     out.update({"train_tflop": round(tflop, 3), "train_tflops": round(tflop / passes, 3),
                 "matmul_tflops": round(max(peak), 3)})
     print(json.dumps(out))

@@ -77,10 +77,10 @@ def _call(payload: bytes) -> Verdict:
     try:
         fn, args = pickle.loads(payload)
     except Exception as e:  # noqa: BLE001
-        hint = f"; RLVR_VERIFY_MEM_MB={_mem_mb()} caps each worker's address space" \
-            if isinstance(e, MemoryError) else ""
-        return Verdict("error", 0.0, {"reason": f"could not load the verifier in the worker: {_describe(e)}"
-                                                f"{hint}"[:_REASON_CHARS]})
+        reason = f"could not load the verifier in the worker: {_describe(e)}"
+        if isinstance(e, MemoryError):
+            reason += f"; RLVR_VERIFY_MEM_MB={_mem_mb()} caps each worker's address space"
+        return Verdict("error", 0.0, {"reason": reason[:_REASON_CHARS]})
     try:
         out = fn(*args)
     except Exception as e:  # noqa: BLE001 (MemoryError and RecursionError included, on purpose)
