@@ -6,7 +6,8 @@ The first step is a warm-up; the median of the timed steps is reported with its 
 and the train split's parts (reference forward, policy forward+backward, optimizer, weight sync).
 
     python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm|hf,vllm] [--baseline] [--compare]
-                                   [--profile] [--no-bf16] [--micro-batch N] [--threads N] [--attn sdpa|eager]
+                                   [--compare-pack] [--profile] [--no-bf16] [--micro-batch N] [--threads N]
+                                   [--attn sdpa|eager]
 
 `--baseline` restores the settings this benchmark started from (SDPA attention, full float32 log-softmax over
 [B, T, V], micro-batches of 8, `model.generate` on the fp32 trainer module under autocast); `--compare` runs
@@ -120,7 +121,8 @@ class Variant:
             rlvr.algos.token_logprobs = fast
 
 
-def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args) -> Variant:
+def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = True) -> Variant:
+    from rlvr.distributed import reference_model
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
     from rlvr.trainers.grpo import GRPOConfig
@@ -131,14 +133,16 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     micro = 8 if baseline else args.micro_batch
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
                      dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline)
-    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    # Optimised: the trainer's reference (linears pre-packed in bf16 on a CPU with oneDNN bf16 kernels).
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if baseline else \
+        reference_model(model, pack_bf16=bf16 and pack)
     if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
     elif not bf16 or backend != "hf":
         sizes = {"kv_cache_gib": args.vllm_kv_gib} if backend == "vllm" else {}
         engine = get_engine(backend, model=model, tokenizer=tok, autocast_bf16=bf16, **sizes)
     else:  # a bf16 copy samples (no per-step weight casts); update_weights copies the fp32 weights into it
-        engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")
+        engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16", pack_weights=pack)
         engine.model.set_attn_implementation(args.gen_attn)
     return Variant(name, baseline, backend, model, ref, build_optimizer(model, cfg.lr, fused=cfg.fused_adamw),
                    engine, cfg)
@@ -204,13 +208,22 @@ def matmul_tflops(device, reps: int = 5, n: int = 2048) -> float:
     return 2 * n ** 3 / best / 1e12
 
 
+def ref_label(v: Variant) -> str:
+    from rlvr.models.packed_linear import PackedLinear
+    packed = any(isinstance(m, PackedLinear) for m in v.ref.modules())
+    return "fp32, linears pre-packed in bf16" if packed else str(next(v.ref.parameters()).dtype).removeprefix("torch.")
+
+
 def sampler_label(v: Variant) -> str:
     if v.baseline and type(v.engine).__name__ == "GenerateEngine":
         return "model.generate on the fp32 module"
     weights = getattr(v.engine, "model", None)
     dtype = str(next(weights.parameters()).dtype).removeprefix("torch.") if weights is not None \
         else getattr(v.engine, "dtype", "?")
-    return f"{type(v.engine).__name__} ({dtype} weights{', shared' if weights is v.model else ''})"
+    from rlvr.models.packed_linear import PackedLinear
+    packed = weights is not None and any(isinstance(m, PackedLinear) for m in weights.modules())
+    return f"{type(v.engine).__name__} ({dtype} weights{', shared' if weights is v.model else ''}" \
+           f"{', linears pre-packed' if packed else ''})"
 
 
 def medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -240,6 +253,8 @@ def main() -> None:
     ap.add_argument("--gen-attn", default="sdpa", help="attention kernel of the bf16 sampling copy")
     ap.add_argument("--baseline", action="store_true", help="only the pre-optimisation settings")
     ap.add_argument("--compare", action="store_true", help="baseline and optimised steps alternately")
+    ap.add_argument("--compare-pack", action="store_true",
+                    help="optimised without and with pre-packed bf16 linears (sampler, reference) alternately")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of the last optimised step")
     args = ap.parse_args()
 
@@ -258,12 +273,14 @@ def main() -> None:
     task = get_task("gsm8k")
     task = dataclasses.replace(task, template=PromptTemplate(plain="{user}", chat=False), _cache={})
     examples = pick_prompts(tok, 4)
-    wanted = [("baseline", True)] if args.baseline else [("optimised", False)]
+    wanted = [("baseline", True, False)] if args.baseline else [("optimised", False, True)]
     if args.compare:
-        wanted = [("baseline", True), ("optimised", False)]
+        wanted = [("baseline", True, False), ("optimised", False, True)]
+    if args.compare_pack:
+        wanted = [("unpacked", False, False), ("optimised", False, True)]
     backends = args.backend.split(",")
-    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args)
-                for b in backends for name, base in wanted]
+    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args, pack)
+                for b in backends for name, base, pack in wanted]
     del model
     device = next(variants[0].model.parameters()).device
     peak = [matmul_tflops(device)]
@@ -285,7 +302,8 @@ def main() -> None:
         print_table(f"{header}\n{v.name}: backend={v.backend}, micro_batch={c.micro_batch}, "
                     f"attn={v.model.config._attn_implementation}, "
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
-                    f"sampler={sampler_label(v)}, optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
+                    f"sampler={sampler_label(v)}, reference={ref_label(v)}, "
+                    f"optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
                     medians(v.rows))
     peak.append(matmul_tflops(device))
     last, med = variants[-1], medians(variants[-1].rows)

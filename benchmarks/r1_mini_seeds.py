@@ -2,7 +2,10 @@
 several seeds, one after another in this process. Prints a table and, last, one JSON line:
 {"seeds": [...], "gains": [...], "min_gain": ..., "mean_gain": ..., "max_wall_s": ...}
 
-    python benchmarks/r1_mini_seeds.py [--seeds 0,1,2] [--out runs/r1_mini_seeds] [key=value overrides ...]
+    python benchmarks/r1_mini_seeds.py [--seeds 0,1,2] [--out runs/r1_mini_seeds] [--resume] [key=value overrides ...]
+
+--resume skips the stages a seed's directory already finished (e.g. reuse the SFT start to try GRPO settings;
+the wall times then cover only the stages that ran).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/r1_mini_seeds")
     ap.add_argument("--recipe", default="recipes/r1_mini.yaml")
+    ap.add_argument("--resume", action="store_true", help="skip stages already finished in --out")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
@@ -24,7 +28,7 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         recipe = load_recipe(args.recipe, [*args.overrides, f"seed={seed}", f"output_dir={args.out}/seed{seed}"])
-        s = run_recipe(recipe, log=lambda m: None)
+        s = run_recipe(recipe, resume=args.resume, log=lambda m: None)
         rows.append({"seed": seed, "start": s["pass@1_start"], "end": s.get("pass@1_end"),
                      "control": s.get("pass@1_sft_control"), "wall_s": s["wall_s"],
                      "sft_steps": s["stages"][0]["steps"] if s["stages"] else None})

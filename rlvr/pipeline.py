@@ -205,6 +205,7 @@ def control_config(recipe: Recipe, grpo_steps_done: int):
     steps = max(1, seqs // recipe.control.batch_size)
     return recipe.sft.model_copy(update={"max_steps": steps, "batch_size": recipe.control.batch_size,
                                          "stop_at_pass1": None, "warmup_steps": 0,
+                                         "torch_threads": None,   # it may run beside the RL stage
                                          "eval_every": max(1, steps // 10)})
 
 

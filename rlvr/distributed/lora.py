@@ -107,11 +107,18 @@ class AdaptersOff:
         return self
 
 
-def reference_model(model: torch.nn.Module) -> Any:
-    """The frozen reference: adapters-off view of a peft model, else a frozen deep copy."""
+def reference_model(model: torch.nn.Module, *, pack_bf16: bool = False) -> Any:
+    """The frozen reference: adapters-off view of a peft model, else a frozen deep copy.
+
+    pack_bf16: the copy only ever runs under bf16 autocast, so on a CPU with oneDNN bf16 kernels its linears hold
+    pre-packed bf16 weights (rlvr.models.packed_linear: same outputs, no per-forward weight casts)."""
     if is_peft(model):
         return AdaptersOff(model)
-    return copy.deepcopy(model).eval().requires_grad_(False)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    from rlvr.models.packed_linear import can_pack, pack_linears
+    if pack_bf16 and can_pack(ref):
+        pack_linears(ref)
+    return ref
 
 
 @torch.no_grad()

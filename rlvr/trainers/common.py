@@ -74,6 +74,21 @@ def autocast(enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=_device().type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads, then restore the previous count (None: leave it as is).
+    A stage that runs alone on the CPU can use every core while stages that run side by side take one each."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _device() -> torch.device:
     from rlvr.distributed.context import context   # rlvr.distributed imports this module
     return context().device

@@ -4,7 +4,7 @@ How this departs from textbook GRPO (Shao et al. 2024, arXiv:2402.03300) — eve
 - the advantage estimator is looked up by name (`grpo`, `dr_grpo`, `rloo`, `reinforce_pp`; rlvr/algos);
 - clip-higher (separate clip_low/clip_high) and optional dual clip (DAPO, arXiv:2503.14476);
 - dynamic sampling: groups whose rewards have zero spread carry no signal and are dropped, and sampling goes on
-  (bounded rounds) until the batch is full (DAPO);
+  (bounded rounds, each optionally over-sampled, surplus groups trimmed) until the batch is full (DAPO);
 - overlong completions can be masked out of the loss or softly penalised (DAPO);
 - the KL to a frozen reference is optional (beta=0 loads no reference), as a loss term or a reward penalty;
 - loss aggregation mode is a knob (token_mean / seq_mean_token_sum / seq_mean_token_mean / dr_grpo).
@@ -12,6 +12,7 @@ The trainer never branches on an algorithm's name; it only looks names up.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
 from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
@@ -77,6 +78,10 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     """drop zero-spread groups and refill the batch"""
     max_sampling_rounds: int = 3
     """bound on generation rounds per step when refilling"""
+    oversample: float = Field(1.0, ge=1.0)
+    """dynamic sampling draws ceil(oversample x missing groups) prompts per round and trims kept groups beyond
+    prompts_per_step (DAPO's over-sampling): with a kept fraction near 1/oversample one decode round fills the
+    batch instead of three, and a small model's decode costs about the same for 2x the rows"""
     overlong: Literal["none", "mask", "penalty"] = "none"
     """truncated completions: keep / mask out of the loss / soft penalty"""
     overlong_buffer: int = 4
@@ -161,7 +166,8 @@ def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig,
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
                                 seed=seed * 1000 + rnd)
-        idx = stream.take(cfg.prompts_per_step - len(kept))
+        missing = cfg.prompts_per_step - len(kept)
+        idx = stream.take(math.ceil(missing * cfg.oversample) if cfg.dynamic_sampling else missing)
         exs = [examples[i] for i in idx]
         t0 = time.time()
         groups = engine.generate([task.render(e, tokenizer) for e in exs], params)
@@ -182,11 +188,14 @@ def collect_batch(engine, task, examples, stream: PromptStream, cfg: GRPOConfig,
             kept.append((rollouts, sc))
         if len(kept) >= cfg.prompts_per_step:
             break
+    surplus = max(0, len(kept) - cfg.prompts_per_step)
+    kept = kept[:cfg.prompts_per_step]
     rollouts = [r for rs, _ in kept for r in rs]
     scores = [s for _, sc in kept for s in sc]
     metrics = _rollout_metrics(all_scores, task, cfg)
     metrics.update({"sampling/groups": n_groups, "sampling/dropped_groups": dropped,
-                    "sampling/kept_groups": len(kept), "time/generate_s": t_gen, "time/verify_s": t_ver})
+                    "sampling/kept_groups": len(kept), "sampling/surplus_groups": surplus,
+                    "time/generate_s": t_gen, "time/verify_s": t_ver})
     if not kept:
         return Batch(None, torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, 0), metrics)
     packed = pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tokenizer.pad_token_id)
@@ -360,7 +369,8 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                           f"processes ({ctx.world_size}): each rank samples whole groups")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    ref_model = reference_model(model) if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
+    # Before ZeRO-3 partitions; LoRA: the adapters-off policy. Its forwards run under autocast(cfg.bf16).
+    ref_model = reference_model(model, pack_bf16=cfg.bf16) if cfg.beta > 0 else None
     tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []

@@ -15,7 +15,8 @@ import torch
 
 from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.trainers.checkpoint import atomic_write_json
-from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite, module_device
+from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
+                                  module_device, torch_threads)
 from rlvr.trainers.config_fields import CheckpointFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 
@@ -46,6 +47,9 @@ class SFTConfig(OptimFields, CheckpointFields):
     """steps between evals once pass@1 >= near_fraction * stop_at_pass1 (accuracy can jump fast there)"""
     near_fraction: float = 0.5
     """how close to the threshold the denser eval schedule starts"""
+    torch_threads: int | None = None
+    """torch intra-op threads for this stage and its evals, restored afterwards (None: the process's setting).
+    A cold start runs alone, so it can use both cores of a 2-core box: 1.4x faster for the tiny model"""
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,13 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, examples: list[SFTExample]
     Under several processes (`dist.deepspeed`) each rank trains on its strided share of every step's batch; the
     loss is normalised by the whole batch's token count, so the summed gradient equals the single-process one.
     """
+    with torch_threads(cfg.torch_threads):
+        return _train_sft(model, tokenizer, examples, cfg, out_dir=out_dir, seed=seed, evaluate=evaluate,
+                          resume=resume, name=name, log_fn=log_fn, dist=dist)
+
+
+def _train_sft(model, tokenizer, examples, cfg: SFTConfig, *, out_dir, seed, evaluate, resume, name, log_fn,
+               dist) -> dict[str, Any]:
     if not examples:
         raise ValueError("SFT needs at least one example")
     rows = tokenize_pairs(examples, tokenizer, cfg.max_length, cfg.completion_only)

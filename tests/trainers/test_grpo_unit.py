@@ -201,3 +201,23 @@ def test_entropy_bonus_is_minus_coef_times_token_mean_entropy():
         assert m["policy/entropy"] == pytest.approx(h0, rel=1e-5)
         assert m["loss/total"] == pytest.approx(-coef * h0, rel=1e-5, abs=1e-7)
     assert mean_entropy() > h0 + 1e-3
+
+
+def test_oversampling_fills_the_batch_in_fewer_rounds_and_trims_the_surplus():
+    task, exs = make_task(6)
+    engine = ScriptedEngine(SCRIPT)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=2, max_sampling_rounds=5, max_new_tokens=4, oversample=2.0)
+    stream = PromptStream(6, seed=0)
+    stream.take = _fixed_order(stream, list(range(6)))
+    batch = collect_batch(engine, task, exs, stream, cfg, Tok())
+    # round 1 draws ceil(2 x 2) = 4 prompts: q2 kept; round 2 draws ceil(2 x 1) = 2: q4 and q5 kept, q5 trimmed.
+    assert engine.calls == [["q0", "q1", "q2", "q3"], ["q4", "q5"]]
+    m = batch.metrics
+    assert (m["sampling/kept_groups"], m["sampling/surplus_groups"], m["sampling/dropped_groups"]) == (2, 1, 3)
+    assert batch.group_ids.tolist() == [0, 0, 1, 1] and batch.rewards.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert stream.cursor == 6
+
+
+def test_oversample_below_one_is_a_config_error():
+    with pytest.raises(ValueError, match="oversample"):
+        GRPOConfig(oversample=0.5)

@@ -122,3 +122,24 @@ def test_fused_adamw_is_opt_in_and_tracks_foreach(tmp_path):
                    for g in groups)
         losses[fused] = [r["loss/sft"] for r in read_jsonl(out / "sft_metrics.jsonl")]
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_torch_threads_applies_to_the_stage_and_its_evals_then_restores(tiny, tmp_path):
+    model, tok = tiny
+    before = torch.get_num_threads()
+    seen = []
+    cfg = SFTConfig(max_steps=2, batch_size=2, eval_every=1, lr=1e-3, torch_threads=before + 1)
+    train_sft(model, tok, [SFTExample("1+1=", "2")] * 4, cfg, out_dir=tmp_path,
+              evaluate=lambda m: seen.append(torch.get_num_threads()) or 0.0, log_fn=lambda s: None)
+    assert seen == [before + 1, before + 1] and torch.get_num_threads() == before
+    with pytest.raises(ValueError):      # restored on the error path too
+        train_sft(model, tok, [], cfg, out_dir=tmp_path / "x", log_fn=lambda s: None)
+    assert torch.get_num_threads() == before
+
+
+def test_control_runs_with_the_process_threads_not_the_cold_starts():
+    from rlvr.pipeline import control_config
+    from rlvr.recipe import load_recipe
+    from pathlib import Path
+    recipe = load_recipe(str(Path(__file__).resolve().parents[2] / "recipes/r1_mini.yaml"), ["sft.torch_threads=2"])
+    assert recipe.sft.torch_threads == 2 and control_config(recipe, 10).torch_threads is None
