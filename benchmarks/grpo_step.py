@@ -121,7 +121,7 @@ class Variant:
             rlvr.algos.token_logprobs = fast
 
 
-def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = True) -> Variant:
+def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = False) -> Variant:
     from rlvr.distributed import reference_model
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
@@ -133,9 +133,7 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     micro = 8 if baseline else args.micro_batch
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
                      dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline)
-    # Optimised: the trainer's reference (linears pre-packed in bf16 on a CPU with oneDNN bf16 kernels).
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if baseline else \
-        reference_model(model, pack_bf16=bf16 and pack)
+    ref = reference_model(model, pack_bf16=bf16 and pack)   # pack: linears pre-packed in bf16 (--compare-pack)
     if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
     elif not bf16 or backend != "hf":
@@ -254,7 +252,7 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="only the pre-optimisation settings")
     ap.add_argument("--compare", action="store_true", help="baseline and optimised steps alternately")
     ap.add_argument("--compare-pack", action="store_true",
-                    help="optimised without and with pre-packed bf16 linears (sampler, reference) alternately")
+                    help="optimised, and optimised with pre-packed bf16 linears (sampler, reference), alternately")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of the last optimised step")
     args = ap.parse_args()
 
@@ -273,11 +271,11 @@ def main() -> None:
     task = get_task("gsm8k")
     task = dataclasses.replace(task, template=PromptTemplate(plain="{user}", chat=False), _cache={})
     examples = pick_prompts(tok, 4)
-    wanted = [("baseline", True, False)] if args.baseline else [("optimised", False, True)]
+    wanted = [("baseline", True, False)] if args.baseline else [("optimised", False, False)]
     if args.compare:
-        wanted = [("baseline", True, False), ("optimised", False, True)]
-    if args.compare_pack:
-        wanted = [("unpacked", False, False), ("optimised", False, True)]
+        wanted = [("baseline", True, False), ("optimised", False, False)]
+    if args.compare_pack:   # the opt-in pre-packed linears against the default
+        wanted = [("optimised", False, False), ("packed", False, True)]
     backends = args.backend.split(",")
     variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args, pack)
                 for b in backends for name, base, pack in wanted]

@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_r1_mini_grpo_raises_greedy_pass_at_1(tmp_path):
+    # One torch thread for the cold start too: make test runs two test workers, one per core.
     code = main(["train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={tmp_path}", "seed=0",
-                 "grpo.steps=50", "control.enabled=false", "eval.n=4", "eval.ks=[1,4]"])
+                 "sft.torch_threads=1", "grpo.steps=50", "control.enabled=false", "eval.n=4", "eval.ks=[1,4]"])
     assert code == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert 0.10 <= s["pass@1_start"] <= 0.30, s["pass@1_start"]        # SFT stopped on its threshold

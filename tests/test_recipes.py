@@ -23,7 +23,7 @@ def train_recipes() -> list[Path]:
     return out
 
 
-TINY = ["model.path=tiny", "model.dtype=float32", "rollout.backend=hf", "torch_threads=1",
+TINY = ["model.path=tiny", "model.dtype=float32", "rollout.backend=hf", "torch_threads=1", "sft.torch_threads=1",
         "task.eval_limit=2", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=1", "sft.stop_at_pass1=null",
         "grpo.steps=2", "grpo.prompts_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=6",
         "grpo.micro_batch=4", "grpo.eval_every=1", "grpo.max_sampling_rounds=1", "grpo.overlong_buffer=2",

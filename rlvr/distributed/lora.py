@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import torch
 
 from rlvr.distributed.config import LoRAConfig
+from rlvr.models.packed_linear import can_pack, pack_linears
 
 __all__ = ["apply_lora", "inject_lora", "is_peft", "has_injected_adapters", "reference_model", "merged_state_dict",
            "save_model", "save_adapters", "load_adapter_weights", "sync_weights", "AdaptersOff"]
@@ -110,12 +111,12 @@ class AdaptersOff:
 def reference_model(model: torch.nn.Module, *, pack_bf16: bool = False) -> Any:
     """The frozen reference: adapters-off view of a peft model, else a frozen deep copy.
 
-    pack_bf16: the copy only ever runs under bf16 autocast, so on a CPU with oneDNN bf16 kernels its linears hold
-    pre-packed bf16 weights (rlvr.models.packed_linear: same outputs, no per-forward weight casts)."""
+    pack_bf16: for a copy that only ever runs under bf16 autocast: on a CPU with oneDNN bf16 kernels its linears
+    hold pre-packed bf16 weights (rlvr.models.packed_linear: same outputs, no per-forward weight casts; opt-in, see
+    docs/performance.md for what it measured)."""
     if is_peft(model):
         return AdaptersOff(model)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    from rlvr.models.packed_linear import can_pack, pack_linears
     if pack_bf16 and can_pack(ref):
         pack_linears(ref)
     return ref

@@ -4,9 +4,11 @@ copy and the reference model.
 A plain bf16 `F.linear` on CPU lets oneDNN reorder the weight into its blocked layout on every call, which at RL
 sizes costs about as much as the product itself; packing once (and again after each weight update) removes it.
 This is the packing torch.compile's freezing pass does (`mkldnn._reorder_linear_weight` +
-`mkldnn._linear_pointwise`), without compiling. Measured on SmolLM2-135M, one thread (docs/performance.md):
-30 layers' linears at 32 rows 48-54 -> 33-36 ms per decode step; a reference forward of 16 x 114 tokens under
-bf16 autocast 2.5-3.3 -> 1.6-2.2 s.
+`mkldnn._linear_pointwise`), without compiling. Measured on SmolLM2-135M (docs/performance.md): one thread,
+30 layers' linears at 32 rows 48-54 -> 33-36 ms per decode step, a reference forward of 16 x 114 tokens under
+bf16 autocast 2.5-3.3 -> 1.6-2.2 s CPU; but a whole GRPO step on 2 threads gained nothing measurable and pays
+~0.2 s to re-pack after each update, so it is opt-in (`HFEngine(pack_weights=True)`,
+`reference_model(pack_bf16=True)`).
 
 `PackedLinear` computes what bf16 autocast computes for `nn.Linear`: input cast to bf16, bf16 weight and bias,
 bf16 output; bit-identical to it (tests). So it can stand in for the linears of an fp32 model that only ever runs

@@ -24,9 +24,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from rlvr.models.packed_linear import can_pack, pack_linears, repack
 from rlvr.rollout.base import Prompt, Rollout, SamplingParams, register_engine
 from rlvr.rollout.decode import decode
-from rlvr.models.packed_linear import can_pack, pack_linears, repack
 
 __all__ = ["HFEngine"]
 
@@ -71,16 +71,17 @@ class HFEngine:
     tokenizer: required with a module; loaded from the path otherwise.
     max_batch_sequences: most sequences (prompts x n) per `generate` call; larger requests are chunked.
     autocast_bf16: run generation under bf16 autocast (useful on CPUs with bf16 support).
-    pack_weights: hold the linear layers' weights pre-packed for oneDNN (rlvr.models.packed_linear; same outputs,
-        faster small-batch decode). None: when the engine owns bf16 weights on a CPU with bf16 kernels. Never
-        for a module shared with the trainer.
+    pack_weights: hold the linear layers' weights pre-packed for oneDNN (rlvr.models.packed_linear; same outputs),
+        for bf16 weights the engine owns on a CPU with bf16 kernels; never for a module shared with the trainer.
+        Off by default: faster linears at one thread, but no gain in a whole 2-thread GRPO step and a re-pack after
+        every weight update (docs/performance.md).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_sequences: int = 256,
                  autocast_bf16: bool = False, device: str | None = None, dtype: str | None = None,
-                 pack_weights: bool | None = None):
-        owned = isinstance(model, (str, Path))
-        if isinstance(model, (str, Path)):
+                 pack_weights: bool = False):
+        owned = isinstance(model, (str, Path))   # the engine's own weights (loaded here, or a copy below)
+        if owned:
             model, tokenizer = _load(str(model), tokenizer, dtype)
             if device is None:
                 from rlvr.distributed.context import context
@@ -92,9 +93,7 @@ class HFEngine:
             owned = True
         if device is not None:
             model = model.to(device)
-        if pack_weights is None:   # auto: a bf16 copy of our own on a CPU whose oneDNN has bf16 kernels
-            pack_weights = can_pack(model) and next(model.parameters()).dtype == torch.bfloat16
-        if owned and pack_weights:
+        if pack_weights and owned and can_pack(model) and next(model.parameters()).dtype == torch.bfloat16:
             pack_linears(model)
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_sequences = max(1, int(max_batch_sequences))

@@ -369,8 +369,7 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                           f"processes ({ctx.world_size}): each rank samples whole groups")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    # Before ZeRO-3 partitions; LoRA: the adapters-off policy. Its forwards run under autocast(cfg.bf16).
-    ref_model = reference_model(model, pack_bf16=cfg.bf16) if cfg.beta > 0 else None
+    ref_model = reference_model(model) if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
     tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []

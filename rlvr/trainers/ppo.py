@@ -292,7 +292,7 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
     if cfg.prompts_per_step % ctx.world_size:
         raise ConfigError(f"{name}.prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of "
                           f"processes ({ctx.world_size})")
-    ref_model = reference_model(model, pack_bf16=cfg.bf16) if cfg.uses_reference else None   # runs under autocast
+    ref_model = reference_model(model) if cfg.uses_reference else None
     ac = ActorCritic(model, build_critic(model, cfg.critic, cfg.critic_init))
     opt = _optimizer(ac, cfg)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)

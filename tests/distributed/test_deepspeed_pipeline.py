@@ -11,8 +11,9 @@ from tests.distributed.launch import ZERO2, ZERO3_PARTITIONED, deepspeed_launch
 
 pytestmark = pytest.mark.distributed
 
-TINY = ["model.path=tiny", "model.dtype=float32", "rollout.backend=hf", "torch_threads=1", "task.eval_limit=2",
-        "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=1", "sft.stop_at_pass1=null", "sft.examples=8",
+TINY = ["model.path=tiny", "model.dtype=float32", "rollout.backend=hf", "torch_threads=1", "sft.torch_threads=1",
+        "task.eval_limit=2", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=1", "sft.stop_at_pass1=null",
+        "sft.examples=8",
         "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=2", "grpo.max_new_tokens=6",
         "grpo.micro_batch=4", "grpo.eval_every=1", "grpo.dynamic_sampling=false", "eval.n=2", "eval.ks=[1,2]",
         "eval.max_new_tokens=6", "control.enabled=false"]
@@ -33,8 +34,9 @@ def test_pipeline_runs_on_two_ranks(tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "grpo" / "model")  # the stage model is a plain HF dir
 
 
-PPO_LORA = ["model.dtype=float32", "rollout.backend=hf", "torch_threads=1", "task.eval_limit=2", "sft.max_steps=1",
-            "sft.batch_size=4", "sft.eval_every=0", "sft.stop_at_pass1=null", "sft.examples=8", "ppo.steps=2",
+PPO_LORA = ["model.dtype=float32", "rollout.backend=hf", "torch_threads=1", "sft.torch_threads=1",
+            "task.eval_limit=2", "sft.max_steps=1", "sft.batch_size=4", "sft.eval_every=0", "sft.stop_at_pass1=null",
+            "sft.examples=8", "ppo.steps=2",
             "ppo.prompts_per_step=4", "ppo.samples_per_prompt=2", "ppo.max_new_tokens=6", "ppo.micro_batch=2",
             "ppo.minibatches=2", "ppo.eval_every=1", "ppo.entropy_coef=0.1", "ppo.bf16=false", "lora.enabled=true",
             "lora.r=4", "eval.n=2", "eval.ks=[1,2]", "eval.max_new_tokens=6"]

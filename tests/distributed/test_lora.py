@@ -127,6 +127,7 @@ def test_pipeline_with_lora_saves_merged_stage_models(tmp_path):
 
     from rlvr.cli import main
     args = ["train", "recipes/r1_mini.yaml", f"output_dir={tmp_path}", "model.path=tiny", "torch_threads=1",
+            "sft.torch_threads=1",
             "lora.enabled=true", "lora.r=4", "sft.max_steps=2", "sft.batch_size=4", "sft.eval_every=0",
             "sft.stop_at_pass1=null", "sft.examples=8", "sft.lr=1e-2", "grpo.steps=1", "grpo.prompts_per_step=2",
             "grpo.group_size=2", "grpo.max_new_tokens=4", "grpo.eval_every=0", "grpo.beta=0.1",

@@ -41,8 +41,8 @@ def test_engine_copy_is_packed_and_samples_like_the_unpacked_copy():
     from rlvr.trainers.common import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer("tiny")
-    packed = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")
-    plain = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16", pack_weights=False)
+    packed = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16", pack_weights=True)
+    plain = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")       # the default: not packed
     n_packed = sum(isinstance(m, PackedLinear) for m in packed.model.modules())
     assert n_packed == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
     assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())

@@ -17,7 +17,8 @@ from rlvr.trainers.logger import read_jsonl
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [
     "task.options={digits: 1, ops: '+', reverse_answer: true, answer_format: plain, n_test: 20, n_train: 30}",
-    "task.eval_limit=12", "sft.examples=20", "sft.max_steps=6", "sft.batch_size=8", "sft.eval_every=3",
+    "task.eval_limit=12", "sft.torch_threads=1",
+    "sft.examples=20", "sft.max_steps=6", "sft.batch_size=8", "sft.eval_every=3",
     "sft.stop_at_pass1=null", "sft.checkpoint_every=2", "grpo.steps=4", "grpo.prompts_per_step=3",
     "grpo.group_size=4", "grpo.max_new_tokens=12", "grpo.eval_every=2", "grpo.checkpoint_every=1",
     "grpo.max_sampling_rounds=2", "eval.n=2", "eval.ks=[1,2]", "eval.max_new_tokens=12", "control.batch_size=8",
