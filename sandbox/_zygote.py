@@ -96,6 +96,7 @@ class Zygote:
         self.uid = init.get("uid")             # drop the job to this uid (only when we are root outside bwrap)
         self.jobs = 0
         self.reaped = {}                       # pid -> wait status of job children reaped while killing
+        self.cpu_used = {}                     # pid -> CPU seconds (user + system) of a reaped job child
         self.env = None                        # the job environment last applied to our own os.environ
         self.preludes = {}                     # key -> compiled prelude (trusted source, see sandbox.api.Job)
         self.hard = {}                         # rlimit -> our hard limit (a job cannot raise it anyway)
@@ -249,7 +250,16 @@ class Zygote:
         if pidfd is not None:
             os.close(pidfd)
         self.kill_all(first=pid)
-        status = self.reaped.pop(pid) if pid in self.reaped else os.waitpid(pid, 0)[1]
+        if pid in self.reaped:
+            status, cpu = self.reaped.pop(pid), self.cpu_used.pop(pid)
+        else:
+            _, status, usage = os.wait4(pid, 0)
+            cpu = usage.ru_utime + usage.ru_stime
+        # RLIMIT_CPU's hard limit (soft + 1 s) ends a job with SIGKILL when SIGXCPU at the soft limit did not: a
+        # job that spent its CPU seconds across threads, or a loaded box that kept us from our wall-clock
+        # deadline. Either way it ran out of time, not into a crash.
+        cpu_limited = (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                       and cpu >= job_rlimits_cpu(job) - 0.05)
         for fd in list(open_fds):                      # every writer is dead now: drain to EOF
             os.set_blocking(fd, False)
             while self.read_into(fd, streams, bufs, sizes, cap, nonblocking=True):
@@ -258,7 +268,7 @@ class Zygote:
         out = {name: bytes(buf).decode("utf-8", "replace") for name, buf in bufs.items()}
         code = os.waitstatus_to_exitcode(status)
         setup_failed = code == SETUP_FAILED and out["status"].startswith("setup ")
-        return {"exit_code": code, "timed_out": timed_out, "wall_s": wall,
+        return {"exit_code": code, "timed_out": timed_out, "cpu_limited": cpu_limited, "wall_s": wall,
                 "stdout": out["stdout"], "stderr": out["stderr"], "status": out["status"],
                 "stdout_truncated": sizes["stdout"] > cap, "stderr_truncated": sizes["stderr"] > cap,
                 "memory_error": "memory" in out["status"],
@@ -308,17 +318,19 @@ class Zygote:
         """Reap what has died; False once we have no children left besides a reaped `keep`."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return False
             if pid == 0:
                 return True
             if pid == keep:
                 self.reaped[pid] = status
+                self.cpu_used[pid] = usage.ru_utime + usage.ru_stime
 
     def reap_all(self):
         self.kill_all()
         self.reaped.clear()
+        self.cpu_used.clear()
 
     def wipe_scratch(self):
         """Other writable places a job could use to pass data to the next job (bwrap's /tmp and /dev/shm)."""
@@ -385,10 +397,15 @@ _RLIMITS = (("RLIMIT_AS", "memory_mb", 1 << 20), ("RLIMIT_FSIZE", "file_size_mb"
             ("RLIMIT_NOFILE", "open_files", 1), ("RLIMIT_NPROC", "processes", 1), ("RLIMIT_CORE", None, 0))
 
 
+def job_rlimits_cpu(job):
+    """The job's soft RLIMIT_CPU in whole seconds (the hard limit is one more)."""
+    return max(1, int(float(job["cpu_s"]) + 0.999))
+
+
 def job_rlimits(job, hard):
     """[(rlimit, value)] for a job's processes, computed in the zygote so the child only sets them. Soft =
     hard = the job's value, except CPU (soft, soft + 1: SIGXCPU first); never above our own hard limit."""
-    cpu = max(1, int(float(job["cpu_s"]) + 0.999))
+    cpu = job_rlimits_cpu(job)
     cap = hard[resource.RLIMIT_CPU]
     if cap != resource.RLIM_INFINITY:
         cpu = min(cpu, max(cap - 1, 1))

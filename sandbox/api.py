@@ -104,14 +104,17 @@ class Result:
 
 
 def classify(exit_code: int | None, *, timed_out: bool, memory_error: bool = False, oom_killed: bool = False,
-             setup_failed: bool = False) -> tuple[Status, str]:
-    """(status, reason) from what a backend observed; one table for every backend."""
+             setup_failed: bool = False, cpu_limited: bool = False) -> tuple[Status, str]:
+    """(status, reason) from what a backend observed; one table for every backend.
+    cpu_limited: a SIGKILL that came with the job's CPU seconds used up (RLIMIT_CPU's hard limit)."""
     if setup_failed or exit_code is None:
         return "error", "the sandbox could not run the job"
     if timed_out:
         return "timeout", "wall-clock limit reached; job killed"
     if exit_code == -signal.SIGXCPU:
         return "timeout", "CPU-time limit reached (SIGXCPU)"
+    if cpu_limited:
+        return "timeout", "CPU-time limit reached (hard limit, SIGKILL)"
     if oom_killed:
         return "memory", "killed by the kernel OOM killer (memory cgroup limit)"
     if memory_error:

@@ -276,6 +276,7 @@ class Zygote:
             kills = self.cg.oom_kills()
             oom, self._oom_kills = kills > self._oom_kills, kills
         status, reason = classify(reply["exit_code"], timed_out=reply["timed_out"], oom_killed=oom,
+                                  cpu_limited=reply.get("cpu_limited", False),
                                   memory_error=reply["memory_error"], setup_failed=bool(reply["setup_error"]))
         if reply["setup_error"]:
             reason = f"{reason}: {reply['setup_error']}"

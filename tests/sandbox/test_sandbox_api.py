@@ -27,6 +27,7 @@ def _one(backend, code, **kw) -> Result:
     (1, {"memory_error": True}, "memory"),
     (-signal.SIGXCPU, {}, "timeout"),
     (-signal.SIGKILL, {"timed_out": True}, "timeout"),
+    (-signal.SIGKILL, {"cpu_limited": True}, "timeout"),
     (None, {}, "error"),
     (0, {"setup_failed": True}, "error"),
 ])
@@ -69,6 +70,15 @@ def test_timeout_and_cpu_limit(backend):
     assert res.status == "timeout" and 0.4 < res.wall_s < 2.0
     res = _one(backend, "while True:\n    pass", timeout_s=10, limits=Limits(cpu_s=1))
     assert res.status == "timeout" and "CPU" in res.reason and res.wall_s < 5
+
+
+def test_cpu_hard_limit_kill_is_a_timeout_not_a_crash(backend):
+    """A job that ignores SIGXCPU runs on to RLIMIT_CPU's hard limit, where the kernel sends SIGKILL (what a loaded
+    box can also produce when the sandbox misses its wall-clock deadline): it ran out of time, not into a crash."""
+    res = _one(backend, "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass",
+               timeout_s=20, limits=Limits(cpu_s=1))
+    assert (res.status, res.exit_code) == ("timeout", -signal.SIGKILL) and "hard limit" in res.reason, res
+    assert res.wall_s < 10
 
 
 def test_memory_limit(backend):
