@@ -207,9 +207,9 @@ def matmul_tflops(device, reps: int = 5, n: int = 2048) -> float:
 
 
 def ref_label(v: Variant) -> str:
-    from rlvr.models.packed_linear import PackedLinear
-    packed = any(isinstance(m, PackedLinear) for m in v.ref.modules())
-    return "fp32, linears pre-packed in bf16" if packed else str(next(v.ref.parameters()).dtype).removeprefix("torch.")
+    from rlvr.models.packed_linear import is_packed
+    dtype = str(next(v.ref.parameters()).dtype).removeprefix("torch.")
+    return f"{dtype}, linears pre-packed in bf16" if is_packed(v.ref) else dtype
 
 
 def sampler_label(v: Variant) -> str:
@@ -218,8 +218,8 @@ def sampler_label(v: Variant) -> str:
     weights = getattr(v.engine, "model", None)
     dtype = str(next(weights.parameters()).dtype).removeprefix("torch.") if weights is not None \
         else getattr(v.engine, "dtype", "?")
-    from rlvr.models.packed_linear import PackedLinear
-    packed = weights is not None and any(isinstance(m, PackedLinear) for m in weights.modules())
+    from rlvr.models.packed_linear import is_packed
+    packed = weights is not None and is_packed(weights)
     return f"{type(v.engine).__name__} ({dtype} weights{', shared' if weights is v.model else ''}" \
            f"{', linears pre-packed' if packed else ''})"
 

@@ -95,8 +95,7 @@ class Zygote:
         self.workroot = init["workroot"]
         self.uid = init.get("uid")             # drop the job to this uid (only when we are root outside bwrap)
         self.jobs = 0
-        self.reaped = {}                       # pid -> wait status of job children reaped while killing
-        self.cpu_used = {}                     # pid -> CPU seconds (user + system) of a reaped job child
+        self.reaped = {}                       # pid -> (wait status, CPU seconds) of a job child reaped while killing
         self.env = None                        # the job environment last applied to our own os.environ
         self.preludes = {}                     # key -> compiled prelude (trusted source, see sandbox.api.Job)
         self.hard = {}                         # rlimit -> our hard limit (a job cannot raise it anyway)
@@ -163,7 +162,8 @@ class Zygote:
         for fd in (stdin_fd, out_w, err_w, st_w):
             os.close(fd)
         try:
-            result = self.watch(pid, job, start, {out_r: "stdout", err_r: "stderr", st_r: "status"})
+            result = self.watch(pid, job, start, {out_r: "stdout", err_r: "stderr", st_r: "status"},
+                                cpu_limit=dict(limits)[resource.RLIMIT_CPU][0])
         finally:
             for fd in (out_r, err_r, st_r):
                 os.close(fd)
@@ -217,7 +217,7 @@ class Zygote:
             self.env = dict(env)
         os.environ["HOME"] = os.environ["TMPDIR"] = jobdir
 
-    def watch(self, pid, job, start, streams):
+    def watch(self, pid, job, start, streams, cpu_limit):
         """Collect output until the child exits or the deadline passes; then kill the whole job."""
         cap = int(job["output_bytes"])
         bufs = {name: bytearray() for name in streams.values()}
@@ -251,7 +251,7 @@ class Zygote:
             os.close(pidfd)
         self.kill_all(first=pid)
         if pid in self.reaped:
-            status, cpu = self.reaped.pop(pid), self.cpu_used.pop(pid)
+            status, cpu = self.reaped.pop(pid)
         else:
             _, status, usage = os.wait4(pid, 0)
             cpu = usage.ru_utime + usage.ru_stime
@@ -259,7 +259,7 @@ class Zygote:
         # job that spent its CPU seconds across threads, or a loaded box that kept us from our wall-clock
         # deadline. Either way it ran out of time, not into a crash.
         cpu_limited = (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-                       and cpu >= job_rlimits_cpu(job) - 0.05)
+                       and cpu >= cpu_limit - 0.05)
         for fd in list(open_fds):                      # every writer is dead now: drain to EOF
             os.set_blocking(fd, False)
             while self.read_into(fd, streams, bufs, sizes, cap, nonblocking=True):
@@ -324,13 +324,11 @@ class Zygote:
             if pid == 0:
                 return True
             if pid == keep:
-                self.reaped[pid] = status
-                self.cpu_used[pid] = usage.ru_utime + usage.ru_stime
+                self.reaped[pid] = (status, usage.ru_utime + usage.ru_stime)
 
     def reap_all(self):
         self.kill_all()
         self.reaped.clear()
-        self.cpu_used.clear()
 
     def wipe_scratch(self):
         """Other writable places a job could use to pass data to the next job (bwrap's /tmp and /dev/shm)."""
@@ -397,15 +395,10 @@ _RLIMITS = (("RLIMIT_AS", "memory_mb", 1 << 20), ("RLIMIT_FSIZE", "file_size_mb"
             ("RLIMIT_NOFILE", "open_files", 1), ("RLIMIT_NPROC", "processes", 1), ("RLIMIT_CORE", None, 0))
 
 
-def job_rlimits_cpu(job):
-    """The job's soft RLIMIT_CPU in whole seconds (the hard limit is one more)."""
-    return max(1, int(float(job["cpu_s"]) + 0.999))
-
-
 def job_rlimits(job, hard):
     """[(rlimit, value)] for a job's processes, computed in the zygote so the child only sets them. Soft =
     hard = the job's value, except CPU (soft, soft + 1: SIGXCPU first); never above our own hard limit."""
-    cpu = job_rlimits_cpu(job)
+    cpu = max(1, int(float(job["cpu_s"]) + 0.999))
     cap = hard[resource.RLIMIT_CPU]
     if cap != resource.RLIM_INFINITY:
         cpu = min(cpu, max(cap - 1, 1))

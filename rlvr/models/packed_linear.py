@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PackedLinear", "can_pack", "pack_linears", "repack"]
+__all__ = ["PackedLinear", "can_pack", "is_packed", "pack_linears", "repack"]
 
 
 def can_pack(model: torch.nn.Module) -> bool:
@@ -59,6 +59,10 @@ def pack_linears(model: torch.nn.Module, rows_hint: int = 64) -> int:
                 setattr(parent, name, PackedLinear(child, rows_hint))
                 n += 1
     return n
+
+
+def is_packed(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, PackedLinear) for m in model.modules())
 
 
 def repack(model: torch.nn.Module) -> None:

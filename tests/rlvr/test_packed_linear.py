@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlvr.rollout import SamplingParams, get_engine
-from rlvr.models.packed_linear import PackedLinear, can_pack, pack_linears
+from rlvr.models.packed_linear import PackedLinear, can_pack, is_packed, pack_linears
 
 
 def _require_packing() -> None:
@@ -45,7 +45,7 @@ def test_engine_copy_is_packed_and_samples_like_the_unpacked_copy():
     plain = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")       # the default: not packed
     n_packed = sum(isinstance(m, PackedLinear) for m in packed.model.modules())
     assert n_packed == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
-    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+    assert not is_packed(plain.model)
     assert packed.model.state_dict().keys() == model.state_dict().keys()
     assert _rollouts(packed) == _rollouts(plain)
     with torch.no_grad():                          # a trainer step: both engines get the new weights
@@ -63,7 +63,7 @@ def test_a_module_shared_with_the_trainer_is_never_packed():
 
     model, tok = load_model_and_tokenizer("tiny", dtype="bfloat16")
     engine = get_engine("hf", model=model, tokenizer=tok, pack_weights=True)
-    assert engine.model is model and not any(isinstance(m, PackedLinear) for m in model.modules())
+    assert engine.model is model and not is_packed(model)
 
 
 def test_pack_linears_counts_and_replaces_in_place():
@@ -95,8 +95,8 @@ def test_packed_reference_scores_like_the_plain_one_under_autocast():
 
     model, tok = load_model_and_tokenizer("tiny")
     plain, packed = reference_model(model), reference_model(model, pack_bf16=True)
-    assert any(isinstance(m, PackedLinear) for m in packed.modules())
-    assert not any(isinstance(m, PackedLinear) for m in model.modules())        # the policy is untouched
+    assert is_packed(packed)
+    assert not is_packed(model)        # the policy is untouched
     batch = pack([tok("12+34=")["input_ids"]] * 2, [tok("<answer>64</answer>")["input_ids"]] * 2, tok.pad_token_id)
     with torch.no_grad(), autocast(True):
         a, b = completion_logprobs(plain, batch)[0], completion_logprobs(packed, batch)[0]
