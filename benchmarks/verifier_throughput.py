@@ -9,7 +9,14 @@ The last line printed is one JSON object:
     {"serial_per_s": ..., "pool_per_s": ..., "ratio": ..., "workers": ..., "n": ...,
      "serial_cpu_ms_per_pair": ..., "pool_worker_cpu_ms_per_pair": ...}
 
-Usage: python benchmarks/verifier_throughput.py [--limit N] [--repeat R] [--data PATH]
+`--compare-chunking` instead times the pool with its chunked dispatch (several calls per pool task, the default)
+against one call per task, alternately in one process: on the MATH pairs, and on 1,024 rule-based calls (exact
+integer + answer-tag format on 512 short responses: one R1-mini GRPO step's verification). Its JSON line:
+
+    {"rule_chunked_ms": ..., "rule_per_call_ms": ..., "rule_ratio": ..., "math_chunked_s": ...,
+     "math_per_call_s": ..., "math_ratio": ..., "workers": ..., "n_rule": ..., "n_math": ...}
+
+Usage: python benchmarks/verifier_throughput.py [--limit N] [--repeat R] [--data PATH] [--compare-chunking]
 """
 from __future__ import annotations
 
@@ -72,12 +79,66 @@ def workers_cpu_s() -> float | None:
         return None
 
 
+def rule_calls(n: int = 512) -> list:
+    """n short R1-mini-like responses, each checked by the exact-integer and the format verifier."""
+    from verifiers.base import VerifyContext
+    from verifiers.format import FormatVerifier
+    from verifiers.integer import IntegerVerifier
+
+    integer, fmt = IntegerVerifier(), FormatVerifier(think_tag=None)
+    return [(v, (f"<answer>{(37 * i) % 199}</answer>", VerifyContext(gold=str((41 * i) % 199))))
+            for i in range(n) for v in (integer, fmt)]
+
+
+def compare_chunking(pairs: list[tuple[str, str]], repeat: int, timeout: float) -> dict:
+    """Best-of-`repeat` wall time of both dispatch modes, alternating; verdicts must agree."""
+    from verifiers import pool
+    from verifiers.math import check_batch
+
+    calls = rule_calls()
+    math_calls = pairs
+    best: dict[str, float] = {}
+    outputs: dict[str, list] = {}
+    default_max = pool._CHUNK_MAX
+    try:
+        for _ in range(max(1, repeat)):
+            for mode, chunk_max in (("chunked", default_max), ("per_call", 1)):
+                pool._CHUNK_MAX = chunk_max
+                for what, run in (("rule", lambda: pool.run_batch(calls, timeout=timeout)),
+                                  ("math", lambda: check_batch(math_calls, timeout=timeout))):
+                    start = time.perf_counter()
+                    out = run()
+                    secs = time.perf_counter() - start
+                    key = f"{what}_{mode}"
+                    best[key] = min(best.get(key, float("inf")), secs)
+                    outputs[key] = [(v.status, v.reward) for v in out]
+    finally:
+        pool._CHUNK_MAX = default_max
+    for what in ("rule", "math"):
+        if outputs[f"{what}_chunked"] != outputs[f"{what}_per_call"]:
+            raise SystemExit(f"verifier_throughput: {what} verdicts differ between the dispatch modes")
+    print(f"{'calls':<30} {'n':>6} {'chunked':>10} {'per call':>10} {'ratio':>7}")
+    for what, n, unit, scale in (("rule (integer + format)", len(calls), "ms", 1000), ("math (MATH-500)",
+                                                                                      len(pairs), "s", 1)):
+        key = what.split()[0]
+        c, p = best[f"{key}_chunked"] * scale, best[f"{key}_per_call"] * scale
+        print(f"{what:<30} {n:>6} {c:>8.2f}{unit:>2} {p:>8.2f}{unit:>2} {p / c:>6.2f}x")
+    return {"rule_chunked_ms": round(1000 * best["rule_chunked"], 1),
+            "rule_per_call_ms": round(1000 * best["rule_per_call"], 1),
+            "rule_ratio": round(best["rule_per_call"] / best["rule_chunked"], 2),
+            "math_chunked_s": round(best["math_chunked"], 3), "math_per_call_s": round(best["math_per_call"], 3),
+            "math_ratio": round(best["math_per_call"] / best["math_chunked"], 2),
+            "workers": pool.num_workers(), "n_rule": len(calls), "n_math": len(pairs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="use the first N pairs (default: all 500)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode; the best is reported")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline in the pool (s)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MATH-500 test.jsonl")
+    parser.add_argument("--compare-chunking", action="store_true",
+                        help="the pool's chunked dispatch vs one call per task (see the module docstring)")
     args = parser.parse_args(argv)
     pairs = load_pairs(args.data, args.limit)
 
@@ -85,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run_serial(WARMUP)                                  # imports sympy / math-verify in this process
     run_pool(WARMUP * pool.num_workers(), args.timeout)  # starts the forkserver and every worker
+    if args.compare_chunking:
+        print(json.dumps(compare_chunking(pairs, args.repeat, args.timeout)))
+        return 0
     cpu0 = time.process_time()
     serial = [run_serial(pairs) for _ in range(args.repeat)]
     serial_cpu = (time.process_time() - cpu0) / args.repeat

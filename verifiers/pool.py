@@ -17,6 +17,12 @@ Covered / not covered
 - not covered: this is not a sandbox. Verifiers are trusted code; model output is only *data* here. Running
   model-written code is `sandbox/`'s job.
 
+Batching: a large batch goes to the workers in chunks of up to 64 calls, one task per chunk, because a task's
+round trip (~0.15 ms of pickling, pipes and pebble's bookkeeping) costs more than an integer or format check.
+A chunk must finish within one call's `timeout`; a chunk that overruns it, or whose worker dies, is re-run one
+call per task with the usual per-call deadline, so every call still gets its own verdict (a hung call is a
+`timeout`, its neighbours are not) and a hang costs at most one extra `timeout`.
+
 Workers start from a "forkserver" (a clean interpreter that imports `verifiers.math` and warms math-verify up
 once, see `verifiers._warmup`), not by forking the parent, which has torch and its threads loaded. A replacement
 worker is a fork of that server: milliseconds, not an interpreter start plus ~0.4 s of first-parse set-up.
@@ -47,6 +53,8 @@ __all__ = ["run_batch", "run_one", "health", "shutdown", "num_workers"]
 
 PRELOAD = ("verifiers._warmup",)    # imported (and run) once in the forkserver; workers inherit it
 _STALL_GRACE_S = 30.0                          # parent-side guard on top of pebble's own deadlines
+_CHUNK_MAX = 64                                # calls per pool task (see "Batching" above)
+_CHUNKS_PER_WORKER = 4                         # enough tasks that a slow chunk does not idle the other workers
 _REASON_CHARS = 300
 
 _lock = threading.Lock()
@@ -90,6 +98,11 @@ def _call(payload: bytes) -> Verdict:
     if out.status not in STATUSES:
         return Verdict("error", 0.0, {"reason": f"verifier returned unknown status {out.status!r}"})
     return out
+
+
+def _call_chunk(payloads: list[bytes]) -> list[Verdict]:
+    """Runs in the worker: several calls, one verdict each (`_call` turns every failure into a verdict)."""
+    return [_call(p) for p in payloads]
 
 
 def _describe(e: BaseException) -> str:
@@ -151,43 +164,80 @@ def run_batch(calls: Sequence[tuple[Callable[..., Verdict], tuple]], timeout: fl
     """Run `fn(*args)` for every `(fn, args)` on the pool; verdicts come back in the order of `calls`.
 
     `timeout` (seconds) is per call, counted from when the call starts running in a worker, so a batch of n
-    takes at most about ceil(n / workers) * timeout. `fn` must be picklable (a module-level function or a
-    verifier instance).
+    takes at most about ceil(n / workers) * timeout (plus one `timeout` per chunk holding a wedged call, see
+    "Batching"). `fn` must be picklable (a module-level function or a verifier instance).
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     if not calls:
         return []
+    payloads = [_payload(fn, args) for fn, args in calls]
     try:
-        futures = _schedule(_get_pool(), calls, timeout)
+        verdicts = _run_payloads(_get_pool(), payloads, timeout)
     except RuntimeError:   # another thread shut the pool down in between: start a new one, once
-        futures = _schedule(_get_pool(), calls, timeout)
-    deadline = time.monotonic() + 2 * math.ceil(len(calls) / max(_workers, 1)) * (timeout + 1) + _STALL_GRACE_S
-    verdicts = [_collect(f, timeout, deadline) for f in futures]
+        verdicts = _run_payloads(_get_pool(), payloads, timeout)
     with _lock:
         _counts["submitted"] += len(calls)
         _counts.update(_COUNTER_OF[v.status] for v in verdicts)
     return verdicts
 
 
-def _schedule(pool, calls, timeout: float) -> list:
-    futures = []
-    for fn, args in calls:
-        try:
-            payload = pickle.dumps((fn, tuple(args)), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:  # noqa: BLE001 (a lambda, a lock, ...): this call's verdict is an error
-            futures.append(_failed(e))
-            continue
-        futures.append(pool.schedule(_call, args=(payload,), timeout=timeout))
-    return futures
+def _payload(fn, args) -> bytes | Verdict:
+    try:
+        return pickle.dumps((fn, tuple(args)), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # noqa: BLE001 (a lambda, a lock, ...): this call's verdict is an error
+        return Verdict("error", 0.0, {"reason": _describe(e)})
 
 
-def _failed(e: BaseException):
-    from concurrent.futures import Future
+def chunk_size(n: int, workers: int) -> int:
+    """Calls per pool task for a batch of n: about `_CHUNKS_PER_WORKER` tasks per worker, at most `_CHUNK_MAX`
+    calls each; 1 (one call per task) for small batches."""
+    return max(1, min(_CHUNK_MAX, n // (max(workers, 1) * _CHUNKS_PER_WORKER)))
 
-    f: Future = Future()
-    f.set_exception(e)
-    return f
+
+def _run_payloads(pool, payloads: list, timeout: float) -> list[Verdict]:
+    out: list[Verdict | None] = [p if isinstance(p, Verdict) else None for p in payloads]
+    todo = [i for i, p in enumerate(payloads) if not isinstance(p, Verdict)]
+    size = chunk_size(len(todo), _workers)
+    if size > 1:
+        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        futures = [pool.schedule(_call_chunk, args=([payloads[i] for i in c],), timeout=timeout) for c in chunks]
+        deadline = _deadline(len(chunks), timeout)
+        todo = []
+        for c, f in zip(chunks, futures):
+            got = _collect_chunk(f, deadline, len(c))
+            if got is None:
+                todo.extend(c)
+            else:
+                for i, v in zip(c, got):
+                    out[i] = v
+    futures = [pool.schedule(_call, args=(payloads[i],), timeout=timeout) for i in todo]
+    deadline = _deadline(len(todo), timeout)
+    for i, f in zip(todo, futures):
+        out[i] = _collect(f, timeout, deadline)
+    return out  # type: ignore[return-value]
+
+
+def _deadline(n_tasks: int, timeout: float) -> float:
+    """Parent-side stall guard for n_tasks scheduled at once (pebble enforces the real per-task deadlines)."""
+    return time.monotonic() + 2 * math.ceil(n_tasks / max(_workers, 1)) * (timeout + 1) + _STALL_GRACE_S
+
+
+def _collect_chunk(future, deadline: float, n: int) -> list[Verdict] | None:
+    """A chunk's verdicts, or None when it overran its deadline or lost its worker (then it is re-run one call
+    per task, and those calls' verdicts and counters say what happened)."""
+    try:
+        got = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        if isinstance(got, list) and len(got) == n:
+            return got
+    except TimeoutError:
+        if not future.done():
+            future.cancel()
+    except Exception:  # noqa: BLE001 (ProcessExpired, CancelledError, a broken pool)
+        pass
+    with _lock:
+        _counts["chunk_retries"] += 1
+    return None
 
 
 def run_one(fn: Callable[..., Verdict], *args: Any, timeout: float) -> Verdict:
@@ -227,10 +277,10 @@ def _collect(future, timeout: float, deadline: float) -> Verdict:
 def health() -> dict[str, int]:
     """Counters since start-up (for training metrics, e.g. `verify/timeouts`): submitted, correct, wrong,
     unparseable, timeouts, errors, crashes, restarts (workers killed or died and replaced), stalls,
-    pools_started, workers."""
+    chunk_retries (chunks re-run one call per task), pools_started, workers."""
     with _lock:
         keys = ("submitted", "correct", "wrong", "unparseable", "timeouts", "errors", "crashes", "restarts",
-                "stalls", "pools_started")
+                "stalls", "chunk_retries", "pools_started")
         out = {k: int(_counts[k]) for k in keys}
         out["workers"] = _workers if _pool is not None else 0
         return out

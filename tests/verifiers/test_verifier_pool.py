@@ -170,3 +170,38 @@ def test_a_verifier_that_cannot_load_in_the_worker_is_an_error_not_a_stall(error
     after = pool.health()
     assert after["stalls"] == before["stalls"] and after["crashes"] == before["crashes"]
     _assert_pool_answers()
+
+
+def test_chunk_size():
+    assert pool.chunk_size(8, 2) == 1 and pool.chunk_size(15, 2) == 1        # small batches: a task per call
+    assert pool.chunk_size(64, 2) == 8 and pool.chunk_size(1024, 2) == 64     # ~4 tasks per worker
+    assert pool.chunk_size(100_000, 2) == 64 and pool.chunk_size(100, 0) == 25
+
+
+def test_large_batch_goes_in_chunks_and_keeps_order():
+    lengths = [(7 * i) % 23 for i in range(500)]
+    before = pool.health()
+    verdicts = pool.run_batch([_ok_call(n) for n in lengths] + [(lambda: None, ())], timeout=10)
+    assert [v.info["length"] for v in verdicts[:-1]] == lengths
+    assert [v.reward for v in verdicts[:-1]] == [-min(1.0, abs(n - 10) / 10) for n in lengths]
+    assert verdicts[-1].status == "error"                                   # the unpicklable call alone
+    after = pool.health()
+    assert after["submitted"] - before["submitted"] == 501 and after["chunk_retries"] == before["chunk_retries"]
+
+
+@pytest.mark.parametrize("bad, status, reason", [((time.sleep, (100,)), "timeout", "exceeded"),
+                                                 ((os._exit, (3,)), "error", "exit code 3")],
+                         ids=["wedged", "crash"])
+def test_a_bad_call_inside_a_chunk_gets_its_own_verdict(bad, status, reason):
+    _assert_pool_answers()
+    calls = [_ok_call(10)] * 200
+    calls[57] = bad
+    before = pool.health()
+    start = time.monotonic()
+    verdicts = pool.run_batch(calls, timeout=1.0)
+    elapsed = time.monotonic() - start
+    assert [v.status for v in verdicts] == ["correct"] * 57 + [status] + ["correct"] * 142
+    assert reason in verdicts[57].info["reason"]
+    assert pool.health()["chunk_retries"] == before["chunk_retries"] + 1      # only the chunk that held it
+    assert elapsed < 2 * 1.0 + 2 * SLACK_S                                    # the chunk's deadline + the re-run
+    _assert_pool_answers()
