@@ -5,9 +5,16 @@ Built locally (no downloads) and saved in Hugging Face format, so every code pat
 It is what smoke tests, examples and `--model tiny` run on: small enough to train in seconds on a CPU.
 
 Tokenizer: one token per character (digits, arithmetic operators, space, lowercase letters, `<`, `>`, newline,
-some punctuation); input is lower-cased first; anything else is `<unk>`. Special tokens `<pad>`=0, `<s>`=1,
-`</s>`=2 (EOS), `<unk>`=3. No BOS is added automatically and there is no chat template, so a task's plain
-prompt layout is used and `tokenizer("12+34=")` is exactly six tokens. Decoding concatenates characters.
+some punctuation), plus one token per R1 format tag (`<think>`, `</think>`, `<answer>`, `</answer>`), the way a
+real BPE vocabulary gives frequent strings their own tokens; input is lower-cased first; anything else is `<unk>`.
+Special tokens `<pad>`=0, `<s>`=1, `</s>`=2 (EOS), `<unk>`=3. No BOS is added automatically and there is no chat
+template, so a task's plain prompt layout is used and `tokenizer("12+34=")` is exactly six tokens. Decoding
+concatenates the tokens' strings.
+
+Why the tag tokens: spelled out character by character, `<answer>46</answer>` is 19 tokens of which 2 carry the
+answer; as tags it is 4. Every decode step and every trained position of the tiny demos costs the same per-op
+overhead, so the demos run ~2x faster, and the policy gradient is no longer diluted over 17 near-deterministic
+tag characters.
 """
 from __future__ import annotations
 
@@ -17,30 +24,37 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["TINY_ALPHABET", "SPECIAL_TOKENS", "build_tiny_tokenizer", "build_tiny_model", "default_model_dir",
-           "cache_root"]
+__all__ = ["TINY_ALPHABET", "SPECIAL_TOKENS", "TAG_TOKENS", "build_tiny_tokenizer", "build_tiny_model",
+           "default_model_dir", "cache_root"]
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 TINY_ALPHABET = ("0123456789" "+-*/=() " "abcdefghijklmnopqrstuvwxyz" "<>\n"
                  ".,:;?!'\"%^_#$\\{}[]&|~@`")
-_VERSION = 1                      # bump when the default architecture or tokenizer changes: rebuilds caches
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+_VERSION = 2                      # bump when the default architecture or tokenizer changes: rebuilds caches
 _MARKER = "rlvr_tiny.json"
 
 
 def build_tiny_tokenizer(max_length: int = 256):
-    """Character-level `PreTrainedTokenizerFast` built with the `tokenizers` library (vocab size 74)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    """Character-level `PreTrainedTokenizerFast` built with the `tokenizers` library, plus one token per R1 format
+    tag (vocab size 78)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in TINY_ALPHABET:
         vocab.setdefault(ch, len(vocab))
+    for tag in TAG_TOKENS:
+        vocab[tag] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     # Every character (newline included, hence [\s\S]) is its own pre-token; Fuse joins without spaces.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
+    # Added (not special) tokens are matched on the normalised text before the per-character split, and they
+    # survive `skip_special_tokens`, so verifiers see the tags in decoded completions.
+    tok.add_tokens([AddedToken(tag, normalized=True) for tag in TAG_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         clean_up_tokenization_spaces=False, model_max_length=max_length)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from rlvr.models.tiny import SPECIAL_TOKENS, TINY_ALPHABET, build_tiny_model, build_tiny_tokenizer, \
+from rlvr.models.tiny import SPECIAL_TOKENS, TAG_TOKENS, TINY_ALPHABET, build_tiny_model, build_tiny_tokenizer, \
     default_model_dir
 
 
@@ -26,7 +26,7 @@ def test_loads_with_auto_classes(tiny_dir):
     cfg = model.config
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == \
         (128, 4, 4, 384)
-    assert cfg.vocab_size == len(tok) == len(SPECIAL_TOKENS) + len(set(TINY_ALPHABET))
+    assert cfg.vocab_size == len(tok) == len(SPECIAL_TOKENS) + len(set(TINY_ALPHABET)) + len(TAG_TOKENS) == 78
     assert tok.eos_token == "</s>" and tok.pad_token == "<pad>" and tok.bos_token == "<s>"
     assert tok.unk_token == "<unk>" and not getattr(tok, "chat_template", None)
     out = model(torch.tensor([tok("12+34=")["input_ids"]]))
@@ -44,6 +44,18 @@ def test_char_level_roundtrip(tiny_dir):
     assert tok.decode(tok("ABC")["input_ids"]) == "abc"                     # lower-cased, not <unk>
     assert tok("é")["input_ids"] == [tok.unk_token_id]
     assert tok.decode([tok.eos_token_id, tok.convert_tokens_to_ids("7")], skip_special_tokens=True) == "7"
+
+
+def test_format_tags_are_single_tokens(tiny_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    ids = tok("<think>1+2</think><answer>3</answer>")["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["<think>", "1", "+", "2", "</think>", "<answer>", "3", "</answer>"]
+    assert len(set(tok.convert_tokens_to_ids(list(TAG_TOKENS)))) == 4 and tok.unk_token_id not in ids
+    assert tok.decode(ids + [tok.eos_token_id], skip_special_tokens=True) == "<think>1+2</think><answer>3</answer>"
+    assert tok("<ANSWER>")["input_ids"] == tok("<answer>")["input_ids"]            # matched after lower-casing
+    assert len(tok("<answe")["input_ids"]) == 6                                     # a partial tag is characters
 
 
 def test_build_is_deterministic(tmp_path):
