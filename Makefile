@@ -34,7 +34,9 @@ endif
 ifneq ($(HAS_CUDA),1)
 	@# DeepSpeed JIT-compiles its CPU shared-memory collective op (~1 min) on first use; build it once here so the
 	@# 2-process test (tests/distributed) does not pay for it. It lands in ~/.cache/torch_extensions.
-	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; \
+	@# A build killed midway leaves torch's build lock, on which every later build would wait forever: drop it.
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from rlvr.distributed.context import remove_stale_build_locks as r; r(); \
+		from deepspeed.accelerator import get_accelerator as a; \
 		a().create_op_builder('ShareMemCommBuilder').load()" >/dev/null 2>&1 || \
 		echo "note: DeepSpeed's CPU comm op did not build now; it will be compiled on first distributed run"
 endif

@@ -18,6 +18,8 @@ import contextlib
 import glob
 import math
 import os
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -144,6 +146,24 @@ def remove_shm_buffers(rank: int, shm_dir: str = "/dev/shm") -> list[str]:
     return gone
 
 
+def remove_stale_build_locks(max_age_s: float = 600.0) -> list[str]:
+    """Remove stale `lock` files of torch's JIT extension builds (`$TORCH_EXTENSIONS_DIR`, else
+    ~/.cache/torch_extensions). DeepSpeed builds its CPU shared-memory comm op that way on first use; the build
+    holds `<build dir>/lock` for ~1 min, and a process killed meanwhile leaves the file behind, after which every
+    later DeepSpeed start waits on it forever. A lock older than `max_age_s` is treated as stale. Returns what
+    went."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.expanduser("~/.cache/torch_extensions")
+    gone = []
+    for path in glob.glob(os.path.join(root, "*", "*", "lock")) + glob.glob(os.path.join(root, "*", "lock")):
+        with contextlib.suppress(OSError):
+            if time.time() - os.path.getmtime(path) > max_age_s:
+                os.unlink(path)
+                gone.append(path)
+                print(f"rlvr: removed a stale torch extension build lock {path} (left by a killed build)",
+                      file=sys.stderr)
+    return gone
+
+
 def shard(items: list, ctx: DistContext) -> list:
     """This rank's strided share items[rank::world] (all items on a single process)."""
     return items[ctx.rank::ctx.world_size]
@@ -172,6 +192,7 @@ def context() -> DistContext:
             torch.cuda.set_device(local)
         else:
             atexit.register(remove_shm_buffers, rank)
+            remove_stale_build_locks()
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world)
     _CONTEXT = DistContext(rank=rank, world_size=world, local_rank=local)
     return _CONTEXT

@@ -93,3 +93,23 @@ def test_each_rank_removes_its_own_deepspeed_shm_buffer_at_exit(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
     monkeypatch.delenv("MASTER_PORT")
     assert remove_shm_buffers(1, str(tmp_path)) == []
+
+
+def test_stale_extension_build_locks_are_removed_fresh_ones_kept(tmp_path, monkeypatch):
+    """A process killed while building DeepSpeed's CPU comm op leaves torch's build lock; later starts would wait
+    on it forever. Old locks go, a lock a build may still hold stays."""
+    import os
+    import time
+
+    from rlvr.distributed.context import remove_stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    stale, fresh = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "other" / "lock"
+    for p in (stale, fresh):
+        p.parent.mkdir(parents=True)
+        p.touch()
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert remove_stale_build_locks(max_age_s=600) == [str(stale)]
+    assert not stale.exists() and fresh.exists()
+    assert remove_stale_build_locks(max_age_s=600) == []

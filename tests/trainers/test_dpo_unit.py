@@ -260,14 +260,19 @@ def test_kto_reference_point_is_per_step_not_per_micro_batch(tmp_path, tiny):
     """KTO's z0 is estimated on the whole batch: the gradient of one step must not depend on how the step is
     split into micro-batches (a per-micro-batch z0 would change it)."""
     model0, tok = fresh(tiny)
-    with torch.no_grad():                     # move the policy off the reference so z0 > 0 and varies by item
-        gen = torch.Generator().manual_seed(0)   # CPU draws: the same perturbation on any device
-        for p in model0.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen).to(p.device))
     recs = [{"prompt": f"{a} + {a} =", "completion": c, "label": lab}
             for a, c, lab in [(1, "2", True), (2, "5", False), (3, "6", True), (4, "1", False), (5, "10", True),
                               (6, "13", False)]]
     items = D.encode_records(D.read_preference_records(write(tmp_path, recs)), tok, 64, paired=False)
+    # Move the policy off the reference so that z0 > 0 and the gap varies by item: two Adam steps towards the
+    # items' own completions (digits + EOS) raise the mismatched completions' log-probs too. (A random weight
+    # perturbation lowers a random-init model's log-probs as often as it raises them, which clamps z0 to 0.)
+    opt = torch.optim.Adam(model0.parameters(), lr=1e-3)
+    for _ in range(2):
+        own, _ = D.sequence_logps(model0, items, tok.pad_token_id, False)
+        (-own[:, 0].sum()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     ref = D.reference_logps(tiny[0], items, tok.pad_token_id, 8, False)
     spec = D.get_preference_loss("kto")
     grads = []

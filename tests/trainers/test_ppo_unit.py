@@ -180,10 +180,12 @@ def test_loop_metrics_and_adaptive_kl(tiny, tmp_path):
         assert key in rows[0], key
     assert rows[0]["kl/coef"] == pytest.approx(0.05) and rows[0]["kl/seq_sum_mean"] == pytest.approx(0.0, abs=1e-6)
     # step 1 samples from the reference itself (KL 0 < target): β shrinks by the capped error,
-    # β·(1 - 0.2·n/horizon) with n = 8 sequences; after an update KL > target and β grows again
+    # β·(1 - 0.2·n/horizon) with n = 8 sequences; after an update the policy has moved (KL ≠ 0) and β follows
+    # that step's KL through the same rule (k1 is a sample estimate: its sign on 8 sequences is not fixed)
     assert rows[1]["kl/coef"] == pytest.approx(0.05 * (1 - 0.2 * 8 / 10))
-    assert rows[1]["kl/seq_sum_mean"] > 0.01
-    assert summary["kl_coef"] == pytest.approx(0.05 * (1 - 0.16) * (1 + 0.16))
+    kl2 = rows[1]["kl/seq_sum_mean"]
+    assert abs(kl2) > 1e-3
+    assert summary["kl_coef"] == pytest.approx(rows[1]["kl/coef"] * (1 + min(max(kl2 / 0.01 - 1, -0.2), 0.2) * 0.8))
 
 
 def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
