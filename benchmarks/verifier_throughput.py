@@ -9,12 +9,11 @@ The last line printed is one JSON object:
     {"serial_per_s": ..., "pool_per_s": ..., "ratio": ..., "workers": ..., "n": ...,
      "serial_cpu_ms_per_pair": ..., "pool_worker_cpu_ms_per_pair": ...}
 
-`--compare-chunking` instead times the pool with its chunked dispatch (several calls per pool task, the default)
-against one call per task, alternately in one process: on the MATH pairs, and on 1,024 rule-based calls (exact
-integer + answer-tag format on 512 short responses: one R1-mini GRPO step's verification). Its JSON line:
+`--compare-chunking` instead times the pool's chunked dispatch of `cheap` verifiers (several calls per pool task,
+the default) against one call per task, alternately in one process, on 1,024 rule-based calls (exact integer +
+answer-tag format on 512 short responses: one R1-mini GRPO step's verification). Its JSON line:
 
-    {"rule_chunked_ms": ..., "rule_per_call_ms": ..., "rule_ratio": ..., "math_chunked_s": ...,
-     "math_per_call_s": ..., "math_ratio": ..., "workers": ..., "n_rule": ..., "n_math": ...}
+    {"chunked_ms": ..., "per_call_ms": ..., "ratio": ..., "workers": ..., "n": ...}
 
 Usage: python benchmarks/verifier_throughput.py [--limit N] [--repeat R] [--data PATH] [--compare-chunking]
 """
@@ -90,45 +89,26 @@ def rule_calls(n: int = 512) -> list:
             for i in range(n) for v in (integer, fmt)]
 
 
-def compare_chunking(pairs: list[tuple[str, str]], repeat: int, timeout: float) -> dict:
-    """Best-of-`repeat` wall time of both dispatch modes, alternating; verdicts must agree."""
+def compare_chunking(repeat: int, timeout: float) -> dict:
+    """Best-of-`repeat` wall time of both dispatch modes, alternating; their verdicts must agree."""
     from verifiers import pool
-    from verifiers.math import check_batch
 
     calls = rule_calls()
-    math_calls = pairs
-    best: dict[str, float] = {}
-    outputs: dict[str, list] = {}
-    default_max = pool._CHUNK_MAX
-    try:
-        for _ in range(max(1, repeat)):
-            for mode, chunk_max in (("chunked", default_max), ("per_call", 1)):
-                pool._CHUNK_MAX = chunk_max
-                for what, run in (("rule", lambda: pool.run_batch(calls, timeout=timeout)),
-                                  ("math", lambda: check_batch(math_calls, timeout=timeout))):
-                    start = time.perf_counter()
-                    out = run()
-                    secs = time.perf_counter() - start
-                    key = f"{what}_{mode}"
-                    best[key] = min(best.get(key, float("inf")), secs)
-                    outputs[key] = [(v.status, v.reward) for v in out]
-    finally:
-        pool._CHUNK_MAX = default_max
-    for what in ("rule", "math"):
-        if outputs[f"{what}_chunked"] != outputs[f"{what}_per_call"]:
-            raise SystemExit(f"verifier_throughput: {what} verdicts differ between the dispatch modes")
-    print(f"{'calls':<30} {'n':>6} {'chunked':>10} {'per call':>10} {'ratio':>7}")
-    for what, n, unit, scale in (("rule (integer + format)", len(calls), "ms", 1000), ("math (MATH-500)",
-                                                                                      len(pairs), "s", 1)):
-        key = what.split()[0]
-        c, p = best[f"{key}_chunked"] * scale, best[f"{key}_per_call"] * scale
-        print(f"{what:<30} {n:>6} {c:>8.2f}{unit:>2} {p:>8.2f}{unit:>2} {p / c:>6.2f}x")
-    return {"rule_chunked_ms": round(1000 * best["rule_chunked"], 1),
-            "rule_per_call_ms": round(1000 * best["rule_per_call"], 1),
-            "rule_ratio": round(best["rule_per_call"] / best["rule_chunked"], 2),
-            "math_chunked_s": round(best["math_chunked"], 3), "math_per_call_s": round(best["math_per_call"], 3),
-            "math_ratio": round(best["math_per_call"] / best["math_chunked"], 2),
-            "workers": pool.num_workers(), "n_rule": len(calls), "n_math": len(pairs)}
+    best: dict[int, float] = {}
+    outputs: dict[int, list] = {}
+    for _ in range(max(1, repeat)):
+        for chunk in (None, 1):                      # None: the pool's own choice for cheap verifiers
+            start = time.perf_counter()
+            out = pool.run_batch(calls, timeout=timeout, chunk=chunk)
+            best[chunk or 0] = min(best.get(chunk or 0, float("inf")), time.perf_counter() - start)
+            outputs[chunk or 0] = [(v.status, v.reward) for v in out]
+    if outputs[0] != outputs[1]:
+        raise SystemExit("verifier_throughput: verdicts differ between the dispatch modes")
+    chunked, per_call = 1000 * best[0], 1000 * best[1]
+    print(f"{'calls':<26} {'n':>6} {'chunked ms':>11} {'per call ms':>12} {'ratio':>7}")
+    print(f"{'integer + format':<26} {len(calls):>6} {chunked:>11.1f} {per_call:>12.1f} {per_call / chunked:>6.2f}x")
+    return {"chunked_ms": round(chunked, 1), "per_call_ms": round(per_call, 1),
+            "ratio": round(per_call / chunked, 2), "workers": pool.num_workers(), "n": len(calls)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,15 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-chunking", action="store_true",
                         help="the pool's chunked dispatch vs one call per task (see the module docstring)")
     args = parser.parse_args(argv)
-    pairs = load_pairs(args.data, args.limit)
-
     from verifiers import pool
 
+    if args.compare_chunking:
+        pool.run_batch(rule_calls(8), timeout=args.timeout)     # starts the forkserver and every worker
+        print(json.dumps(compare_chunking(args.repeat, args.timeout)))
+        return 0
+    pairs = load_pairs(args.data, args.limit)
     run_serial(WARMUP)                                  # imports sympy / math-verify in this process
     run_pool(WARMUP * pool.num_workers(), args.timeout)  # starts the forkserver and every worker
-    if args.compare_chunking:
-        print(json.dumps(compare_chunking(pairs, args.repeat, args.timeout)))
-        return 0
     cpu0 = time.process_time()
     serial = [run_serial(pairs) for _ in range(args.repeat)]
     serial_cpu = (time.process_time() - cpu0) / args.repeat

@@ -34,6 +34,8 @@ class FormatVerifier:
     """Options: `think_tag`, `answer_tag` (tag names without brackets), `prompt_opens_think` (the response
     starts inside the think block), `partial` (tag-count partial credit instead of 1/0)."""
 
+    cheap = True    # one regex match: the verifier pool runs many such calls per task (verifiers/pool.py)
+
     think_tag: str | None = "think"
     answer_tag: str = "answer"
     prompt_opens_think: bool = False

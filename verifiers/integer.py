@@ -45,6 +45,8 @@ def extract_integer(text: str, *, pick: str = "last", require_tags: bool = False
 class IntegerVerifier:
     """Options: `pick` ("last" | "first"), `require_tags`, `reverse` (digits written reversed)."""
 
+    cheap = True    # a regex and an int(): the verifier pool runs many such calls per task (verifiers/pool.py)
+
     def __init__(self, pick: Literal["last", "first"] = "last", require_tags: bool = False,
                  reverse: bool = False) -> None:
         if pick not in ("last", "first"):

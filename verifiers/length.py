@@ -59,6 +59,8 @@ class LengthVerifier:
     """Options: `mode` (dapo | target), `max_len` and `cache_len` (dapo), `target` (target),
     `unit` (tokens | chars), `chars_per_token` (estimate used when ctx.num_tokens is unknown)."""
 
+    cheap = True    # arithmetic on a length: the verifier pool runs many such calls per task (verifiers/pool.py)
+
     mode: str = "dapo"
     max_len: int = 4096
     cache_len: int = 512

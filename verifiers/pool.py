@@ -17,11 +17,13 @@ Covered / not covered
 - not covered: this is not a sandbox. Verifiers are trusted code; model output is only *data* here. Running
   model-written code is `sandbox/`'s job.
 
-Batching: a large batch goes to the workers in chunks of up to 64 calls, one task per chunk, because a task's
-round trip (~0.15 ms of pickling, pipes and pebble's bookkeeping) costs more than an integer or format check.
-A chunk must finish within one call's `timeout`; a chunk that overruns it, or whose worker dies, is re-run one
-call per task with the usual per-call deadline, so every call still gets its own verdict (a hung call is a
-`timeout`, its neighbours are not) and a hang costs at most one extra `timeout`.
+Batching: calls to verifiers marked `cheap = True` (bounded, sub-millisecond checks: integer, format, length,
+repetition) go to the workers in chunks of up to 64, one task per chunk, because a task's round trip (~0.15 ms of
+pickling, pipes and pebble's bookkeeping) costs more than such a check. A chunk must finish within one call's
+`timeout`; a chunk that overruns it, or whose worker dies, is re-run one call per task with the usual per-call
+deadline, so every call still gets its own verdict (a hung call is a `timeout`, its neighbours are not) and a
+hang costs at most one extra `timeout`. Other verifiers (math, code: seconds per call are normal) keep one call
+per task, so a slow but healthy chunk never wastes a deadline. `run_batch(..., chunk=N)` forces a chunk size.
 
 Workers start from a "forkserver" (a clean interpreter that imports `verifiers.math` and warms math-verify up
 once, see `verifiers._warmup`), not by forking the parent, which has torch and its threads loaded. A replacement
@@ -160,22 +162,27 @@ def _get_pool():
         return _pool
 
 
-def run_batch(calls: Sequence[tuple[Callable[..., Verdict], tuple]], timeout: float) -> list[Verdict]:
+def run_batch(calls: Sequence[tuple[Callable[..., Verdict], tuple]], timeout: float,
+              chunk: int | None = None) -> list[Verdict]:
     """Run `fn(*args)` for every `(fn, args)` on the pool; verdicts come back in the order of `calls`.
 
     `timeout` (seconds) is per call, counted from when the call starts running in a worker, so a batch of n
     takes at most about ceil(n / workers) * timeout (plus one `timeout` per chunk holding a wedged call, see
-    "Batching"). `fn` must be picklable (a module-level function or a verifier instance).
+    "Batching"). `fn` must be picklable (a module-level function or a verifier instance). `chunk`: calls per
+    pool task for every call (None: `chunk_size` for calls whose `fn` is marked `cheap`, 1 for the others).
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     if not calls:
         return []
     payloads = [_payload(fn, args) for fn, args in calls]
+    groupable = [chunk is not None or getattr(fn, "cheap", False) is True for fn, _ in calls]
     try:
-        verdicts = _run_payloads(_get_pool(), payloads, timeout)
+        verdicts = _run_payloads(_get_pool(), payloads, groupable, chunk, timeout)
     except RuntimeError:   # another thread shut the pool down in between: start a new one, once
-        verdicts = _run_payloads(_get_pool(), payloads, timeout)
+        verdicts = _run_payloads(_get_pool(), payloads, groupable, chunk, timeout)
     with _lock:
         _counts["submitted"] += len(calls)
         _counts.update(_COUNTER_OF[v.status] for v in verdicts)
@@ -190,30 +197,38 @@ def _payload(fn, args) -> bytes | Verdict:
 
 
 def chunk_size(n: int, workers: int) -> int:
-    """Calls per pool task for a batch of n: about `_CHUNKS_PER_WORKER` tasks per worker, at most `_CHUNK_MAX`
+    """Calls per pool task for n cheap calls: about `_CHUNKS_PER_WORKER` tasks per worker, at most `_CHUNK_MAX`
     calls each; 1 (one call per task) for small batches."""
     return max(1, min(_CHUNK_MAX, n // (max(workers, 1) * _CHUNKS_PER_WORKER)))
 
 
-def _run_payloads(pool, payloads: list, timeout: float) -> list[Verdict]:
+def _run_payloads(pool, payloads: list, groupable: list[bool], chunk: int | None, timeout: float
+                  ) -> list[Verdict]:
     out: list[Verdict | None] = [p if isinstance(p, Verdict) else None for p in payloads]
     todo = [i for i, p in enumerate(payloads) if not isinstance(p, Verdict)]
-    size = chunk_size(len(todo), _workers)
-    if size > 1:
-        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        futures = [pool.schedule(_call_chunk, args=([payloads[i] for i in c],), timeout=timeout) for c in chunks]
-        deadline = _deadline(len(chunks), timeout)
-        todo = []
-        for c, f in zip(chunks, futures):
-            got = _collect_chunk(f, deadline, len(c))
-            if got is None:
-                todo.extend(c)
-            else:
-                for i, v in zip(c, got):
-                    out[i] = v
-    futures = [pool.schedule(_call, args=(payloads[i],), timeout=timeout) for i in todo]
-    deadline = _deadline(len(todo), timeout)
-    for i, f in zip(todo, futures):
+    grouped = [i for i in todo if groupable[i]]
+    size = chunk if chunk is not None else chunk_size(len(grouped), _workers)
+    if size <= 1:
+        grouped = []
+    singles = [i for i in todo if not grouped or not groupable[i]]
+    chunks = [grouped[i:i + size] for i in range(0, len(grouped), size)]
+    # Everything is scheduled before anything is awaited, so chunks and single calls share the workers.
+    chunk_futures = [pool.schedule(_call_chunk, args=([payloads[i] for i in c],), timeout=timeout) for c in chunks]
+    single_futures = [pool.schedule(_call, args=(payloads[i],), timeout=timeout) for i in singles]
+    deadline = _deadline(len(chunks) + len(singles), timeout)
+    retry: list[int] = []
+    for c, f in zip(chunks, chunk_futures):
+        got = _collect_chunk(f, deadline, len(c))
+        if got is None:
+            retry.extend(c)
+        else:
+            for i, v in zip(c, got):
+                out[i] = v
+    for i, f in zip(singles, single_futures):
+        out[i] = _collect(f, timeout, deadline)
+    retry_futures = [pool.schedule(_call, args=(payloads[i],), timeout=timeout) for i in retry]
+    deadline = _deadline(len(retry), timeout)
+    for i, f in zip(retry, retry_futures):
         out[i] = _collect(f, timeout, deadline)
     return out  # type: ignore[return-value]
 
@@ -224,16 +239,24 @@ def _deadline(n_tasks: int, timeout: float) -> float:
 
 
 def _collect_chunk(future, deadline: float, n: int) -> list[Verdict] | None:
-    """A chunk's verdicts, or None when it overran its deadline or lost its worker (then it is re-run one call
-    per task, and those calls' verdicts and counters say what happened)."""
+    """A chunk's verdicts, or None when it overran its deadline or lost its worker (then its calls are re-run one
+    per task, and their verdicts and counters say what happened to each)."""
+    from pebble import ProcessExpired
+
     try:
         got = future.result(timeout=max(0.0, deadline - time.monotonic()))
         if isinstance(got, list) and len(got) == n:
             return got
     except TimeoutError:
-        if not future.done():
+        if future.done():          # pebble's deadline killed the worker
+            with _lock:
+                _counts["restarts"] += 1
+        else:
             future.cancel()
-    except Exception:  # noqa: BLE001 (ProcessExpired, CancelledError, a broken pool)
+    except ProcessExpired:
+        with _lock:
+            _counts["restarts"] += 1
+    except Exception:  # noqa: BLE001 (CancelledError, a broken pool): the one-by-one re-run reports it
         pass
     with _lock:
         _counts["chunk_retries"] += 1

@@ -34,6 +34,8 @@ class RepetitionVerifier:
     """Options: `n` (n-gram size), `unit` (words | chars), `max_penalty` (reward at full repetition, <= 0),
     `tolerance` (largest repeated fraction that still counts as `correct`)."""
 
+    cheap = True    # one pass over the n-grams: the verifier pool runs many such calls per task (verifiers/pool.py)
+
     n: int = 3
     unit: str = "words"
     max_penalty: float = -1.0

@@ -178,15 +178,33 @@ def test_chunk_size():
     assert pool.chunk_size(100_000, 2) == 64 and pool.chunk_size(100, 0) == 25
 
 
-def test_large_batch_goes_in_chunks_and_keeps_order():
+def test_large_batch_of_cheap_calls_goes_in_chunks_and_keeps_order(monkeypatch):
+    assert CHARS.cheap is True and not hasattr(sum, "cheap")
     lengths = [(7 * i) % 23 for i in range(500)]
+    calls = [_ok_call(n) for n in lengths] + [(lambda: None, ())] + [(sum, ([1, 2],)), (int, ("x",))]
+    scheduled = []
+    real_get_pool = pool._get_pool
+
+    def spy():
+        p = real_get_pool()
+        class Spy:
+            def schedule(self, fn, args, timeout):
+                scheduled.append((fn.__name__, len(args[0]) if fn is pool._call_chunk else 1))
+                return p.schedule(fn, args=args, timeout=timeout)
+        return Spy()
+
+    monkeypatch.setattr(pool, "_get_pool", spy)
     before = pool.health()
-    verdicts = pool.run_batch([_ok_call(n) for n in lengths] + [(lambda: None, ())], timeout=10)
-    assert [v.info["length"] for v in verdicts[:-1]] == lengths
-    assert [v.reward for v in verdicts[:-1]] == [-min(1.0, abs(n - 10) / 10) for n in lengths]
-    assert verdicts[-1].status == "error"                                   # the unpicklable call alone
+    verdicts = pool.run_batch(calls, timeout=10)
+    assert [v.info["length"] for v in verdicts[:500]] == lengths
+    assert [v.reward for v in verdicts[:500]] == [-min(1.0, abs(n - 10) / 10) for n in lengths]
+    assert verdicts[500].status == "error"                                  # the unpicklable call alone
+    assert verdicts[501].status == "error" and "not Verdict" in verdicts[501].info["reason"]
+    assert verdicts[502].info["reason"].startswith("ValueError")
+    # the 500 cheap calls in 8 chunks (chunk_size(500, 2) = 62), the two plain calls one task each
+    assert sorted(scheduled) == sorted([("_call_chunk", 62)] * 8 + [("_call_chunk", 4), ("_call", 1), ("_call", 1)])
     after = pool.health()
-    assert after["submitted"] - before["submitted"] == 501 and after["chunk_retries"] == before["chunk_retries"]
+    assert after["submitted"] - before["submitted"] == 503 and after["chunk_retries"] == before["chunk_retries"]
 
 
 @pytest.mark.parametrize("bad, status, reason", [((time.sleep, (100,)), "timeout", "exceeded"),
@@ -198,10 +216,17 @@ def test_a_bad_call_inside_a_chunk_gets_its_own_verdict(bad, status, reason):
     calls[57] = bad
     before = pool.health()
     start = time.monotonic()
-    verdicts = pool.run_batch(calls, timeout=1.0)
+    verdicts = pool.run_batch(calls, timeout=1.0, chunk=25)                 # forced: builtins are not `cheap`
     elapsed = time.monotonic() - start
     assert [v.status for v in verdicts] == ["correct"] * 57 + [status] + ["correct"] * 142
     assert reason in verdicts[57].info["reason"]
-    assert pool.health()["chunk_retries"] == before["chunk_retries"] + 1      # only the chunk that held it
+    after = pool.health()
+    assert after["chunk_retries"] == before["chunk_retries"] + 1             # only the chunk that held it
+    assert after["restarts"] == before["restarts"] + 2                       # its worker, then the call's
     assert elapsed < 2 * 1.0 + 2 * SLACK_S                                    # the chunk's deadline + the re-run
     _assert_pool_answers()
+
+
+def test_chunk_must_be_positive():
+    with pytest.raises(ValueError, match="chunk"):
+        pool.run_batch([_ok_call(1)], timeout=1, chunk=0)
