@@ -188,11 +188,11 @@ def context() -> DistContext:
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
         cuda = resolve_device(local).type == "cuda"
+        remove_stale_build_locks()      # DeepSpeed JIT-builds ops (CPU comm, fused optimizers) on either device
         if cuda:
             torch.cuda.set_device(local)
         else:
             atexit.register(remove_shm_buffers, rank)
-            remove_stale_build_locks()
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world)
     _CONTEXT = DistContext(rank=rank, world_size=world, local_rank=local)
     return _CONTEXT
