@@ -94,17 +94,17 @@ def compare_chunking(repeat: int, timeout: float) -> dict:
     from verifiers import pool
 
     calls = rule_calls()
-    best: dict[int, float] = {}
-    outputs: dict[int, list] = {}
+    best: dict[str, float] = {}
+    outputs: dict[str, list] = {}
     for _ in range(max(1, repeat)):
-        for chunk in (None, 1):                      # None: the pool's own choice for cheap verifiers
+        for mode, chunk in (("chunked", None), ("per_call", 1)):   # None: the pool's own choice for cheap calls
             start = time.perf_counter()
             out = pool.run_batch(calls, timeout=timeout, chunk=chunk)
-            best[chunk or 0] = min(best.get(chunk or 0, float("inf")), time.perf_counter() - start)
-            outputs[chunk or 0] = [(v.status, v.reward) for v in out]
-    if outputs[0] != outputs[1]:
+            best[mode] = min(best.get(mode, float("inf")), time.perf_counter() - start)
+            outputs[mode] = [(v.status, v.reward) for v in out]
+    if outputs["chunked"] != outputs["per_call"]:
         raise SystemExit("verifier_throughput: verdicts differ between the dispatch modes")
-    chunked, per_call = 1000 * best[0], 1000 * best[1]
+    chunked, per_call = 1000 * best["chunked"], 1000 * best["per_call"]
     print(f"{'calls':<26} {'n':>6} {'chunked ms':>11} {'per call ms':>12} {'ratio':>7}")
     print(f"{'integer + format':<26} {len(calls):>6} {chunked:>11.1f} {per_call:>12.1f} {per_call / chunked:>6.2f}x")
     return {"chunked_ms": round(chunked, 1), "per_call_ms": round(per_call, 1),

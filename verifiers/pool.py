@@ -208,9 +208,10 @@ def _run_payloads(pool, payloads: list, groupable: list[bool], chunk: int | None
     todo = [i for i, p in enumerate(payloads) if not isinstance(p, Verdict)]
     grouped = [i for i in todo if groupable[i]]
     size = chunk if chunk is not None else chunk_size(len(grouped), _workers)
-    if size <= 1:
-        grouped = []
-    singles = [i for i in todo if not grouped or not groupable[i]]
+    if size > 1:
+        singles = [i for i in todo if not groupable[i]]
+    else:                                   # chunks of one: plain one-call tasks for everything
+        grouped, singles = [], todo
     chunks = [grouped[i:i + size] for i in range(0, len(grouped), size)]
     # Everything is scheduled before anything is awaited, so chunks and single calls share the workers.
     chunk_futures = [pool.schedule(_call_chunk, args=([payloads[i] for i in c],), timeout=timeout) for c in chunks]
