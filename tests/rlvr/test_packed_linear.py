@@ -40,7 +40,7 @@ def test_engine_copy_is_packed_and_samples_like_the_unpacked_copy():
     _require_packing()
     from rlvr.trainers.common import load_model_and_tokenizer
 
-    model, tok = load_model_and_tokenizer("tiny")
+    model, tok = load_model_and_tokenizer("tiny", device="cpu")   # packing is a CPU (oneDNN) feature
     packed = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16", pack_weights=True)
     plain = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16")       # the default: not packed
     n_packed = sum(isinstance(m, PackedLinear) for m in packed.model.modules())
@@ -61,7 +61,7 @@ def test_engine_copy_is_packed_and_samples_like_the_unpacked_copy():
 def test_a_module_shared_with_the_trainer_is_never_packed():
     from rlvr.trainers.common import load_model_and_tokenizer
 
-    model, tok = load_model_and_tokenizer("tiny", dtype="bfloat16")
+    model, tok = load_model_and_tokenizer("tiny", dtype="bfloat16", device="cpu")
     engine = get_engine("hf", model=model, tokenizer=tok, pack_weights=True)
     assert engine.model is model and not is_packed(model)
 
@@ -93,7 +93,7 @@ def test_packed_reference_scores_like_the_plain_one_under_autocast():
     from rlvr.distributed import reference_model
     from rlvr.trainers.common import autocast, completion_logprobs, load_model_and_tokenizer, pack
 
-    model, tok = load_model_and_tokenizer("tiny")
+    model, tok = load_model_and_tokenizer("tiny", device="cpu")   # packing is a CPU (oneDNN) feature
     plain, packed = reference_model(model), reference_model(model, pack_bf16=True)
     assert is_packed(packed)
     assert not is_packed(model)        # the policy is untouched
