@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from rlvr.models.head_input import contiguous_head_input
 from rlvr.models.packed_linear import can_pack, pack_linears, repack
 from rlvr.rollout.base import Prompt, Rollout, SamplingParams, register_engine
 from rlvr.rollout.decode import decode
@@ -91,6 +92,8 @@ class HFEngine:
         elif dtype is not None and next(model.parameters()).dtype != getattr(torch, dtype):
             model = copy.deepcopy(model).to(getattr(torch, dtype)).eval().requires_grad_(False)
             owned = True
+        if owned:
+            contiguous_head_input(model)
         if device is not None:
             model = model.to(device)
         if pack_weights and owned and can_pack(model) and next(model.parameters()).dtype == torch.bfloat16:

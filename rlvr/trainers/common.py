@@ -54,6 +54,8 @@ def load_model_and_tokenizer(path: str, *, dtype: str = "float32", attn_implemen
     rlvr.distributed.context: its GPU when CUDA is available)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlvr.models.head_input import contiguous_head_input
+
     path = resolve_model_path(path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -64,6 +66,7 @@ def load_model_and_tokenizer(path: str, *, dtype: str = "float32", attn_implemen
     if tok.pad_token is None:  # many base models ship without one; EOS is the usual stand-in
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    contiguous_head_input(model)   # frozen bf16 copies of it would otherwise hit a slow CPU head (see module)
     return model.to(device if device is not None else _device()), tok
 
 
