@@ -60,13 +60,12 @@ class _TokenLogprobs(torch.autograd.Function):
         ent = torch.empty_like(logp) if with_entropy else None
         for s in range(0, n, rows):
             z = _scaled(logits[s:s + rows], temperature)                       # [r, V] float32
-            logq = torch.log_softmax(z, dim=-1)
-            logp[s:s + rows] = logq.gather(1, tok[s:s + rows]).squeeze(1)
-            top = z.argmax(-1, keepdim=True)                                   # log q is finite there
-            lse[s:s + rows] = (z.gather(1, top) - logq.gather(1, top)).squeeze(1)
-            if ent is not None:  # -sum p log p, with 0 log 0 = 0 for masked (-inf) entries
-                logq.clamp_(min=torch.finfo(torch.float32).min)
-                ent[s:s + rows] = -torch.linalg.vecdot(logq.exp(), logq)
+            # log p(x) = z_x - logsumexp(z): no [r, V] log-softmax is written (half the passes of one)
+            lse[s:s + rows] = torch.logsumexp(z, dim=-1)
+            logp[s:s + rows] = z.gather(1, tok[s:s + rows]).squeeze(1) - lse[s:s + rows]
+            if ent is not None:  # H = logsumexp(z) - sum_v p_v z_v; masked (-inf) entries have p = 0, add 0
+                p = torch.softmax(z, dim=-1)
+                ent[s:s + rows] = lse[s:s + rows] - torch.linalg.vecdot(p, z.clamp(min=torch.finfo(torch.float32).min))
         ctx.save_for_backward(logits, tok, lse, ent if ent is not None else lse)
         ctx.temperature, ctx.rows, ctx.with_entropy = temperature, rows, with_entropy
         ctx.set_materialize_grads(False)
