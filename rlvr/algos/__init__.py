@@ -2,7 +2,7 @@
 
     registry      register_/get_/list_ for advantage estimators, policy losses, KL estimators
     advantages    grpo, dr_grpo, rloo, reinforce_pp           rewards [B], group_ids [B] -> advantages [B]
-    policy_loss   ppo_clip (clip-higher, dual clip), tis_weights      [B, T] -> loss_mat [B, T]
+    policy_loss   ppo_clip (clip-higher, dual clip), gspo, cispo, tis_weights    [B, T] -> loss_mat [B, T]
     aggregation   aggregate_loss + AGG_MODES: the one owner of [B, T] -> scalar reduction
     kl            k1, k2, k3, kl_penalty_rewards, Adaptive/FixedKLController
     logits        logprobs_from_logits, entropy_from_logits, token_logprobs (chunked fast path)
@@ -32,7 +32,7 @@ from rlvr.algos.kl import (
     kl_penalty_rewards,
 )
 from rlvr.algos.logits import entropy_from_logits, logprobs_from_logits, token_logprobs
-from rlvr.algos.policy_loss import clipped_policy_loss, tis_weights
+from rlvr.algos.policy_loss import cispo_policy_loss, clipped_policy_loss, gspo_policy_loss, tis_weights
 from rlvr.algos.process import process_advantages
 from rlvr.algos.preference import (
     dpo_loss,
@@ -66,7 +66,7 @@ __all__ = [
     "group_stats", "grpo_advantages", "dr_grpo_advantages", "rloo_advantages", "reinforce_pp_advantages",
     "process_advantages",
     # policy loss and aggregation
-    "clipped_policy_loss", "tis_weights", "AGG_MODES", "aggregate_loss", "masked_mean", "masked_sum",
+    "clipped_policy_loss", "gspo_policy_loss", "cispo_policy_loss", "tis_weights", "AGG_MODES", "aggregate_loss", "masked_mean", "masked_sum",
     # KL
     "kl_k1", "kl_k2", "kl_k3", "kl_penalty_rewards", "AdaptiveKLController", "FixedKLController",
     # logits

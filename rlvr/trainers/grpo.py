@@ -53,7 +53,8 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     advantage_options: dict[str, Any] = {}
     """extra keyword options for the estimator, e.g. {scale_by_std: false}"""
     policy_loss: str = "ppo_clip"
-    """policy loss name (rlvr.algos registry)"""
+    """policy loss name (rlvr.algos registry): ppo_clip | gspo (sequence ratio; set clip_low/high ~3e-4/4e-4) |
+    cispo (clipped IS weight, every token keeps a gradient; set clip_low 1, clip_high ~4)"""
     clip_low: float = 0.2
     """ε_low: ratio floor 1-ε_low"""
     clip_high: float = 0.28

@@ -221,3 +221,38 @@ def test_oversampling_fills_the_batch_in_fewer_rounds_and_trims_the_surplus():
 def test_oversample_below_one_is_a_config_error():
     with pytest.raises(ValueError, match="oversample"):
         GRPOConfig(oversample=0.5)
+
+
+def test_every_registered_policy_loss_trains_and_agrees_on_policy():
+    """Through policy_update: on-policy (mu = 1) every ratio is 1, so ppo_clip, gspo and cispo take the same
+    step; with mu = 2 the second pass is off-policy and they part ways. Each reports its loss metrics."""
+    import copy
+
+    from rlvr.algos import list_policy_losses
+    from rlvr.distributed.trainable import PlainTrainable
+    from rlvr.trainers.common import load_model_and_tokenizer, pack
+    from rlvr.trainers.grpo import Batch, policy_update
+
+    torch.manual_seed(0)
+    base, tok = load_model_and_tokenizer("tiny", device="cpu")
+    packed = pack([[5, 6], [5, 6], [7, 8], [7, 8]], [[7, 8, 9], [10], [11, 12], [13]], tok.pad_token_id)
+    batch = Batch(packed, torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.tensor([0, 0, 1, 1]), torch.zeros(4, 3), {})
+    names = ["ppo_clip", "gspo", "cispo"]
+    assert set(names) <= set(list_policy_losses())
+    clip = {"ppo_clip": (0.2, 0.28), "gspo": (3e-4, 4e-4), "cispo": (1.0, 4.0)}
+    after: dict[tuple[str, int], list[torch.Tensor]] = {}
+    for mu in (1, 2):
+        for name in names:
+            model = copy.deepcopy(base)
+            cfg = GRPOConfig(mu=mu, micro_batch=4, bf16=False, group_size=2, policy_loss=name,
+                             clip_low=clip[name][0], clip_high=clip[name][1], loss_agg="seq_mean_token_mean")
+            m = policy_update(model, None, PlainTrainable(model, torch.optim.SGD(model.parameters(), lr=0.5), None),
+                              batch, cfg)
+            assert all(torch.isfinite(torch.tensor(v)) for v in m.values() if isinstance(v, float))
+            assert "loss/clipfrac" in m and "loss/ratio_mean" in m
+            after[name, mu] = [p.detach().clone() for p in model.parameters()]
+    moved = max((a - b).abs().max().item() for a, b in zip(after["ppo_clip", 1], base.parameters()))
+    assert moved > 1e-4
+    for name in ("gspo", "cispo"):
+        assert max((a - b).abs().max().item() for a, b in zip(after[name, 1], after["ppo_clip", 1])) < 1e-6
+        assert max((a - b).abs().max().item() for a, b in zip(after[name, 2], after["ppo_clip", 2])) > 1e-6
