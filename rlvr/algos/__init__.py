@@ -5,6 +5,7 @@
     policy_loss   ppo_clip (clip-higher, dual clip), gspo, cispo, tis_weights    [B, T] -> loss_mat [B, T]
     aggregation   aggregate_loss + AGG_MODES: the one owner of [B, T] -> scalar reduction
     kl            k1, k2, k3, kl_penalty_rewards, Adaptive/FixedKLController
+    token_select  high_entropy_mask (train on the top-ρ entropy tokens only)
     logits        logprobs_from_logits, entropy_from_logits, token_logprobs (chunked fast path)
     preference    dpo, ipo, simpo, orpo, kto (per-example losses [B])
     reward_model  bradley_terry_loss, pairs_from_ranking, reward_centering
@@ -34,6 +35,7 @@ from rlvr.algos.kl import (
 from rlvr.algos.logits import entropy_from_logits, logprobs_from_logits, token_logprobs
 from rlvr.algos.policy_loss import cispo_policy_loss, clipped_policy_loss, gspo_policy_loss, tis_weights
 from rlvr.algos.process import process_advantages
+from rlvr.algos.token_select import high_entropy_mask
 from rlvr.algos.preference import (
     dpo_loss,
     implicit_rewards,
@@ -66,7 +68,8 @@ __all__ = [
     "group_stats", "grpo_advantages", "dr_grpo_advantages", "rloo_advantages", "reinforce_pp_advantages",
     "process_advantages",
     # policy loss and aggregation
-    "clipped_policy_loss", "gspo_policy_loss", "cispo_policy_loss", "tis_weights", "AGG_MODES", "aggregate_loss", "masked_mean", "masked_sum",
+    "clipped_policy_loss", "gspo_policy_loss", "cispo_policy_loss", "tis_weights", "high_entropy_mask",
+    "AGG_MODES", "aggregate_loss", "masked_mean", "masked_sum",
     # KL
     "kl_k1", "kl_k2", "kl_k3", "kl_penalty_rewards", "AdaptiveKLController", "FixedKLController",
     # logits

@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import Field, model_validator
 
-from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, tis_weights
+from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, high_entropy_mask, tis_weights
 from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
 from rlvr.distributed.trainable import as_trainable
 from rlvr.envs.config import MultiTurnConfig
@@ -71,6 +71,10 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     """KL as a loss term, or subtracted from the sequence reward"""
     entropy_coef: float = 0.0
     """entropy bonus: coef·H(π(·|c_<t)) per token is subtracted from the loss (keeps exploration alive)"""
+    top_entropy_quantile: float = Field(1.0, gt=0.0, le=1.0)
+    """fraction ρ of each micro-batch's completion tokens, highest entropy first, that carry the policy-gradient
+    loss (rlvr.algos.high_entropy_mask; the 80/20 paper used 0.2); the KL and entropy terms still cover every
+    token, and the loss normaliser still counts every token. 1.0: all tokens"""
     mu: int = 1
     """inner iterations over each batch (old log-probs stored from the first)"""
     micro_batch: int = 64
@@ -305,6 +309,10 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
                 w, tm = tis_weights(old_logp[s], sampler_logp[s], cfg.tis_cap, mask)
                 loss_mat = loss_mat * w
                 lm.update(tm)
+            if cfg.top_entropy_quantile < 1.0:
+                keep = high_entropy_mask(ent, mask, cfg.top_entropy_quantile)
+                loss_mat = loss_mat * keep
+                lm["loss/entropy_kept_frac"] = keep.sum() / mask.sum().clamp(min=1)
             if ref_logp is not None and cfg.kl_mode == "loss":
                 kl = kl_fn(logp, ref_logp[s])
                 loss_mat = loss_mat + cfg.beta * kl

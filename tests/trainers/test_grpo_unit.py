@@ -256,3 +256,45 @@ def test_every_registered_policy_loss_trains_and_agrees_on_policy():
     for name in ("gspo", "cispo"):
         assert max((a - b).abs().max().item() for a, b in zip(after[name, 1], after["ppo_clip", 1])) < 1e-6
         assert max((a - b).abs().max().item() for a, b in zip(after[name, 2], after["ppo_clip", 2])) > 1e-6
+
+
+def test_top_entropy_quantile_trains_on_the_high_entropy_tokens_only():
+    """ρ = 0.5: about half the tokens carry the policy loss (reported), the step differs from ρ = 1, and it equals
+    ρ = 1 on a batch whose low-entropy tokens were dropped from the loss by hand (advantage 0 there)."""
+    import copy
+
+    from rlvr.algos import high_entropy_mask
+    from rlvr.distributed.trainable import PlainTrainable
+    from rlvr.errors import ConfigError
+    from rlvr.trainers.common import completion_logprobs, load_model_and_tokenizer, pack
+    from rlvr.trainers.grpo import Batch, policy_update
+
+    torch.manual_seed(0)
+    base, tok = load_model_and_tokenizer("tiny", device="cpu")
+    packed = pack([[5, 6], [5, 6], [7, 8], [7, 8]], [[7, 8, 9, 10], [10, 11], [11, 12, 13], [13, 14]],
+                  tok.pad_token_id)
+    rewards, groups = torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.tensor([0, 0, 1, 1])
+
+    def step(rho, advantages=None):
+        model = copy.deepcopy(base)
+        cfg = GRPOConfig(mu=1, micro_batch=4, bf16=False, group_size=2, top_entropy_quantile=rho)
+        batch = Batch(packed, rewards, groups, torch.zeros(4, 4), {}, advantages)
+        m = policy_update(model, None, PlainTrainable(model, torch.optim.SGD(model.parameters(), lr=0.5), None),
+                          batch, cfg)
+        return m, [p.detach() for p in model.parameters()]
+
+    m_half, w_half = step(0.5)
+    m_all, w_all = step(1.0)
+    assert 0.4 <= m_half["loss/entropy_kept_frac"] <= 0.6 and "loss/entropy_kept_frac" not in m_all
+    assert max((a - b).abs().max().item() for a, b in zip(w_half, w_all)) > 1e-6
+    # by hand: token-level advantages zeroed where the mask drops the token, then an all-token step
+    with torch.no_grad():
+        _, ent = completion_logprobs(base, packed, with_entropy=True)
+    keep = high_entropy_mask(ent, packed.completion_mask, 0.5)
+    from rlvr.algos import get_advantage
+    adv, stats = get_advantage("grpo")(rewards, groups)
+    hand = lambda r, g, **kw: (adv[:, None] * keep, stats)       # noqa: E731 (a fixed advantage function)
+    _, w_hand = step(1.0, hand)
+    assert max((a - b).abs().max().item() for a, b in zip(w_half, w_hand)) < 1e-6
+    with pytest.raises((ConfigError, ValueError)):
+        GRPOConfig(top_entropy_quantile=0.0)
