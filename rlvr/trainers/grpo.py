@@ -76,7 +76,10 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     loss (rlvr.algos.high_entropy_mask; the 80/20 paper used 0.2); the KL and entropy terms still cover every
     token, and the loss normaliser still counts every token. 1.0: all tokens"""
     mu: int = 1
-    """inner iterations over each batch (old log-probs stored from the first)"""
+    """passes over each batch (PPO epochs; old log-probs are the behaviour policy's, from before any update)"""
+    minibatches: int = Field(1, ge=1)
+    """optimizer steps per pass: the batch is split in order into this many parts (verl's ppo_mini_batch_size,
+    TRL's steps_per_generation); > 1 adds a no-grad forward for the old log-probs"""
     micro_batch: int = 64
     """sequences per forward/backward (gradient accumulation inside one optimizer step)"""
     dynamic_sampling: bool = True
@@ -260,8 +263,26 @@ def rollout_mismatch(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mas
             "rollout/logp_abs_diff": d.abs().sum() / n}
 
 
+def minibatch_parts(n: int, k: int) -> list[slice]:
+    """This rank's n rows split in order into k parts (sizes differ by at most one; some empty when n < k)."""
+    base, extra = divmod(n, k)
+    bounds = [0]
+    for i in range(k):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _behaviour_pass(cfg: GRPOConfig, has_ref: bool) -> bool:
+    """Whether the update starts with a no-grad forward of the current (behaviour) policy: its log-probs are the
+    old log-probs when the batch is split into several optimizer steps, and the KL-in-reward needs them."""
+    return cfg.minibatches > 1 or (has_ref and cfg.kl_mode == "reward")
+
+
 def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[str, float]:
-    """mu inner iterations over the batch, each one optimizer step with micro-batch accumulation."""
+    """mu passes over the batch; each pass is `minibatches` optimizer steps, each with micro-batch accumulation.
+
+    Old log-probs (the behaviour policy's) come from the first pass's own forward when the first optimizer step
+    sees the whole batch (minibatches = 1), else from a no-grad forward before any update."""
     adv_fn = get_advantage(cfg.advantage)
     loss_fn = get_policy_loss(cfg.policy_loss)
     kl_fn = get_kl(cfg.kl_estimator)
@@ -270,73 +291,88 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     dev = module_device(model)
     pb, B = batch.packed.to(dev), len(batch.packed)
     sampler_logp = batch.sampler_logp.to(dev)
-    ref_logp, t_ref = None, time.perf_counter()
-    if ref_model is not None:   # gathered(): ZeRO-3 scores this rank's rows without collectives
+
+    def score(m) -> torch.Tensor:   # gathered(): ZeRO-3 scores this rank's rows without collectives
         with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
-            ref_logp = torch.cat([completion_logprobs(ref_model, pb.select(s), temperature=cfg.temperature)[0]
-                                  for s in micro_batches(B, cfg.micro_batch)])
-    t_ref = time.perf_counter() - t_ref
+            return torch.cat([completion_logprobs(m, pb.select(s), temperature=cfg.temperature)[0]
+                              for s in micro_batches(B, cfg.micro_batch)])
+
+    t_ref = time.perf_counter()
+    ref_logp = score(ref_model) if ref_model is not None else None
+    sums: dict[str, float] = {"time/ref_s": time.perf_counter() - t_ref, "time/optimizer_s": 0.0}
+    old_logp = torch.zeros(pb.completion_ids.shape, device=dev)
+    old_from_pass = not _behaviour_pass(cfg, ref_model is not None)
+    if not old_from_pass:
+        old_logp = score(model)
+        sums.update({k: float(v) for k, v in rollout_mismatch(old_logp, sampler_logp, pb.completion_mask).items()})
     rewards = batch.rewards.clone()
     if ref_logp is not None and cfg.kl_mode == "reward":
-        with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
-            cur = torch.cat([completion_logprobs(model, pb.select(s), temperature=cfg.temperature)[0]
-                             for s in micro_batches(B, cfg.micro_batch)])
-        rewards -= cfg.beta * (kl_fn(cur, ref_logp) * pb.completion_mask).sum(-1).cpu()
+        rewards -= cfg.beta * (kl_fn(old_logp, ref_logp) * pb.completion_mask).sum(-1).cpu()
     adv, adv_metrics = (batch.advantages or adv_fn)(rewards, batch.group_ids, **cfg.advantage_options)
     adv = adv.to(dev)
-    # Loss normalisers count every rank's rows, so each rank's loss is its share of the global loss.
-    n_tok, B_all = ctx.all_sum(int(pb.completion_mask.sum())), ctx.all_sum(B)
-    slices = list(ctx.micro_batches(B, cfg.micro_batch))   # same count on every rank (ZeRO reduces per backward)
-    old_logp = torch.zeros(pb.completion_ids.shape, device=dev)
-    sums: dict[str, float] = {"time/ref_s": t_ref, "time/optimizer_s": 0.0}
+    # Per optimizer step (one part of the batch): loss normalisers count every rank's rows of that part, so each
+    # rank's loss is its share of the part's global loss; micro-batch counts agree across ranks (ZeRO reduces
+    # per backward). A part empty on every rank is no step at all.
+    parts = []
+    for part in minibatch_parts(B, cfg.minibatches):
+        n = part.stop - part.start
+        n_tok = ctx.all_sum(int(pb.completion_mask[part].sum()))
+        n_seq = ctx.all_sum(n)
+        if n_seq:
+            slices = [slice(part.start + s.start, part.start + s.stop) for s in ctx.micro_batches(n, cfg.micro_batch)]
+            parts.append((slices, n_tok, n_seq))
+    steps = cfg.mu * max(1, len(parts))
     for it in range(cfg.mu):
-        for s in slices:
-            if s.start == s.stop:
-                tr.backward_nothing()
-                continue
-            mb = pb.select(s)
-            mask = mb.completion_mask
-            with autocast(cfg.bf16):
-                logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True)
-            lm: dict[str, Any] = {}
-            if it == 0:  # behaviour policy = the weights that sampled this batch
-                old_logp[s] = logp.detach()
-                lm.update(rollout_mismatch(old_logp[s], sampler_logp[s], mask))
-            loss_mat, pm = loss_fn(logp, old_logp[s], adv[s], mask, clip_low=cfg.clip_low,
-                                   clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)
-            lm.update(pm)
-            if cfg.tis_cap is not None:
-                w, tm = tis_weights(old_logp[s], sampler_logp[s], cfg.tis_cap, mask)
-                loss_mat = loss_mat * w
-                lm.update(tm)
-            if cfg.top_entropy_quantile < 1.0:
-                keep = high_entropy_mask(ent, mask, cfg.top_entropy_quantile)
-                loss_mat = loss_mat * keep
-                lm["loss/entropy_kept_frac"] = keep.sum() / mask.sum().clamp(min=1)
-            if ref_logp is not None and cfg.kl_mode == "loss":
-                kl = kl_fn(logp, ref_logp[s])
-                loss_mat = loss_mat + cfg.beta * kl
-                lm["loss/kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1)).detach()
-            if cfg.entropy_coef:
-                loss_mat = loss_mat - cfg.entropy_coef * ent
-            loss = aggregate_loss(loss_mat, mask, cfg.loss_agg, cfg.max_new_tokens,
-                                  num_tokens_total=n_tok, num_seqs_total=B_all)
-            check_finite(loss, "policy loss")
-            tr.backward(loss)
-            frac = (s.stop - s.start) / B
-            lm["loss/total"] = loss / frac
-            lm["policy/entropy"] = (ent * mask).sum() / mask.sum().clamp(min=1)
-            for k, v in lm.items():  # rollout/* is measured once (first pass), the rest averaged over mu
-                w = frac if k.startswith("rollout/") else frac / cfg.mu
-                sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * w
-        t_opt = time.perf_counter()
-        sums["grad/norm"] = sums.get("grad/norm", 0.0) + tr.step() / cfg.mu
-        sums["time/optimizer_s"] += time.perf_counter() - t_opt
+        for slices, n_tok, n_seq in parts:
+            for s in slices:
+                if s.start == s.stop:
+                    tr.backward_nothing()
+                    continue
+                mb = pb.select(s)
+                mask = mb.completion_mask
+                with autocast(cfg.bf16):
+                    logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True)
+                lm: dict[str, Any] = {}
+                frac = (s.stop - s.start) / B
+                if it == 0 and old_from_pass:  # the weights that sampled this batch: no update yet
+                    old_logp[s] = logp.detach()
+                    for k, v in rollout_mismatch(old_logp[s], sampler_logp[s], mask).items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * frac
+                loss_mat, pm = loss_fn(logp, old_logp[s], adv[s], mask, clip_low=cfg.clip_low,
+                                       clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)
+                lm.update(pm)
+                if cfg.tis_cap is not None:
+                    w, tm = tis_weights(old_logp[s], sampler_logp[s], cfg.tis_cap, mask)
+                    loss_mat = loss_mat * w
+                    lm.update(tm)
+                if cfg.top_entropy_quantile < 1.0:
+                    keep = high_entropy_mask(ent, mask, cfg.top_entropy_quantile)
+                    loss_mat = loss_mat * keep
+                    lm["loss/entropy_kept_frac"] = keep.sum() / mask.sum().clamp(min=1)
+                if ref_logp is not None and cfg.kl_mode == "loss":
+                    kl = kl_fn(logp, ref_logp[s])
+                    loss_mat = loss_mat + cfg.beta * kl
+                    lm["loss/kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1)).detach()
+                if cfg.entropy_coef:
+                    loss_mat = loss_mat - cfg.entropy_coef * ent
+                loss = aggregate_loss(loss_mat, mask, cfg.loss_agg, cfg.max_new_tokens,
+                                      num_tokens_total=n_tok, num_seqs_total=n_seq)
+                check_finite(loss, "policy loss")
+                tr.backward(loss)
+                # loss/total: the mean over optimizer steps of each step's loss (this rank's share); the rest are
+                # row-weighted means over all passes
+                sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss.detach()) / steps
+                lm["policy/entropy"] = (ent * mask).sum() / mask.sum().clamp(min=1)
+                for k, v in lm.items():
+                    sums[k] = sums.get(k, 0.0) + float(torch.as_tensor(v).detach()) * frac / cfg.mu
+            t_opt = time.perf_counter()
+            sums["grad/norm"] = sums.get("grad/norm", 0.0) + tr.step() / steps
+            sums["time/optimizer_s"] += time.perf_counter() - t_opt
     lengths = pb.completion_mask.sum(-1).float()
     sums.update({f"adv/{k.split('/')[-1]}": float(v) for k, v in adv_metrics.items()})
     sums.update({"adv/mean": float(adv.mean()), "adv/std": float(adv.std()) if B > 1 else 0.0,
                  "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
-                 "perf/train_tokens": n_tok})
+                 "perf/train_tokens": sum(n_tok for _, n_tok, _ in parts)})
     return sums
 
 
@@ -349,15 +385,19 @@ def idle_update(tr, cfg: GRPOConfig, has_ref: bool) -> None:
     collectives in the same order (ZeRO-3's weight gathers for the no-grad scoring passes, the two global counts,
     the micro-batch count, one zero-loss backward per slot, the steps)."""
     ctx = context()
-    for _ in range((1 + (cfg.kl_mode == "reward")) if has_ref else 0):
+    for _ in range(int(has_ref) + int(_behaviour_pass(cfg, has_ref))):
         with tr.gathered():
             pass
-    ctx.all_sum(0), ctx.all_sum(0)
-    slices = list(ctx.micro_batches(0, cfg.micro_batch))
+    parts = []
+    for _ in range(cfg.minibatches):
+        ctx.all_sum(0)
+        if ctx.all_sum(0):
+            parts.append(list(ctx.micro_batches(0, cfg.micro_batch)))
     for _ in range(cfg.mu):
-        for _ in slices:
-            tr.backward_nothing()
-        tr.step()
+        for slices in parts:
+            for _ in slices:
+                tr.backward_nothing()
+            tr.step()
 
 
 def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out_dir, seed: int = 0,

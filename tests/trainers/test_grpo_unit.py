@@ -153,8 +153,9 @@ def counting_trainable(model, opt):
     return tr
 
 
+@pytest.mark.parametrize("minibatches", [1, 2])
 @pytest.mark.parametrize("beta,kl_mode", [(0.0, "loss"), (0.1, "loss"), (0.1, "reward")])
-def test_idle_update_enters_gathered_like_policy_update(beta, kl_mode):
+def test_idle_update_enters_gathered_like_policy_update(beta, kl_mode, minibatches):
     """ZeRO-3: entering `gathered()` is a collective. A rank with no groups (`idle_update`) must gather as often
     as policy_update does, and before its backward passes, as policy_update does."""
     from rlvr.distributed import reference_model
@@ -162,7 +163,8 @@ def test_idle_update_enters_gathered_like_policy_update(beta, kl_mode):
     from rlvr.trainers.grpo import Batch, idle_update, policy_update
 
     model, tok = load_model_and_tokenizer("tiny")
-    cfg = GRPOConfig(mu=1, micro_batch=2, beta=beta, kl_mode=kl_mode, bf16=False, group_size=2)
+    cfg = GRPOConfig(mu=1, micro_batch=2, beta=beta, kl_mode=kl_mode, bf16=False, group_size=2,
+                     minibatches=minibatches)
     ref = reference_model(model) if beta > 0 else None
     packed = pack([[5, 6], [5, 6]], [[7, 8, 9], [10]], tok.pad_token_id)
     batch = Batch(packed, torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), torch.zeros(2, 3), {})
@@ -170,7 +172,8 @@ def test_idle_update_enters_gathered_like_policy_update(beta, kl_mode):
     policy_update(model, ref, busy, batch, cfg)
     idle = counting_trainable(model, build_optimizer(model, 1e-3))
     idle_update(idle, cfg, has_ref=ref is not None)
-    n = {(0.0, "loss"): 0, (0.1, "loss"): 1, (0.1, "reward"): 2}[(beta, kl_mode)]
+    # reference scoring (beta > 0), then the behaviour policy's no-grad pass (KL in the reward, or minibatches > 1)
+    n = (beta > 0) + (minibatches > 1 or kl_mode == "reward" and beta > 0)
     assert busy.events[:n] == idle.events[:n] == ["gather"] * n
     assert "gather" not in busy.events[n:] + idle.events[n:]
 
@@ -298,3 +301,48 @@ def test_top_entropy_quantile_trains_on_the_high_entropy_tokens_only():
     assert max((a - b).abs().max().item() for a, b in zip(w_half, w_hand)) < 1e-6
     with pytest.raises((ConfigError, ValueError)):
         GRPOConfig(top_entropy_quantile=0.0)
+
+
+def test_minibatch_parts():
+    from rlvr.trainers.grpo import minibatch_parts
+
+    assert minibatch_parts(10, 3) == [slice(0, 4), slice(4, 7), slice(7, 10)]
+    assert minibatch_parts(2, 3) == [slice(0, 1), slice(1, 2), slice(2, 2)]
+    assert minibatch_parts(5, 1) == [slice(0, 5)]
+
+
+def test_minibatches_are_separate_steps_against_the_behaviour_policy():
+    """minibatches = 2: two optimizer steps per pass, each normalised over its own half, and the second half's
+    ratio is taken against log-probs from *before* the first step. Checked against the same steps by hand."""
+    import copy
+
+    from rlvr.algos import aggregate_loss, clipped_policy_loss, get_advantage
+    from rlvr.trainers.common import completion_logprobs, load_model_and_tokenizer, pack
+    from rlvr.trainers.grpo import Batch, policy_update
+
+    torch.manual_seed(0)
+    base, tok = load_model_and_tokenizer("tiny", device="cpu")
+    packed = pack([[5, 6]] * 2 + [[7, 8]] * 2, [[7, 8, 9, 10], [10, 11], [11, 12, 13], [13]], tok.pad_token_id)
+    rewards, groups = torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.tensor([0, 0, 1, 1])
+    cfg = GRPOConfig(mu=1, minibatches=2, micro_batch=1, bf16=False, group_size=2, max_new_tokens=4)
+    model = copy.deepcopy(base)
+    tr = counting_trainable(model, torch.optim.SGD(model.parameters(), lr=0.5))
+    m = policy_update(model, None, tr, Batch(packed, rewards, groups, torch.zeros(4, 4), {}), cfg)
+    assert tr.events.count("step") == 2 and tr.events.count("backward") == 4
+    assert m["loss/ratio_max"] > 1.0 + 1e-6 or m["loss/ratio_mean"] != pytest.approx(1.0, abs=1e-7)
+
+    hand = copy.deepcopy(base)
+    opt = torch.optim.SGD(hand.parameters(), lr=0.5)
+    with torch.no_grad():
+        old, _ = completion_logprobs(hand, packed)
+    adv, _ = get_advantage("grpo")(rewards, groups)
+    for part in (slice(0, 2), slice(2, 4)):
+        sub = packed.select(part)
+        logp, _ = completion_logprobs(hand, sub)
+        loss_mat, _ = clipped_policy_loss(logp, old[part], adv[part], sub.completion_mask, 0.2, 0.28)
+        aggregate_loss(loss_mat, sub.completion_mask, "token_mean", 4,
+                       num_tokens_total=int(sub.completion_mask.sum()), num_seqs_total=2).backward()
+        opt.step()
+        opt.zero_grad()
+    assert max((a - b).abs().max().item() for a, b in zip(model.parameters(), hand.parameters())) < 1e-6
+    assert max((a - b).abs().max().item() for a, b in zip(model.parameters(), base.parameters())) > 1e-4
