@@ -56,19 +56,30 @@ def _metrics(adv: torch.Tensor, std_g: torch.Tensor, size_g: torch.Tensor) -> di
 
 @register_advantage("grpo")
 def grpo_advantages(
-    rewards: torch.Tensor, group_ids: torch.Tensor, *, scale_by_std: bool = True, eps: float = 1e-6
+    rewards: torch.Tensor, group_ids: torch.Tensor, *, scale_by_std: bool = True, std_scope: str = "group",
+    eps: float = 1e-6
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO group z-score (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300).
 
     rewards [B], group_ids [B] -> advantages [B]:
-        A_i = (r_i - mean_g) / (std_g + eps)     if scale_by_std   (std_g unbiased, n-1, like TRL/verl)
+        A_i = (r_i - mean_g) / (std_g + eps)     if scale_by_std, std_scope "group" (std_g unbiased, n-1, like TRL/verl)
+        A_i = (r_i - mean_g) / (std_B + eps)     if scale_by_std, std_scope "batch": std_B is the unbiased std of
+                                                 all rewards of groups of size > 1 (group mean, batch std: Liu et
+                                                 al. 2025, "Tricks or Traps? A Deep Dive into RL for LLM
+                                                 Reasoning"; TRL's scale_rewards="batch"): no extra weight on
+                                                 near-uniform groups
         A_i =  r_i - mean_g                       otherwise
     Groups of size 1 get A = 0.
     """
+    if std_scope not in ("group", "batch"):
+        raise ValueError(f"std_scope must be 'group' or 'batch', got {std_scope!r}")
     mean_g, std_g, size_g = group_stats(rewards, group_ids)
     adv = _check(rewards, group_ids) - mean_g
-    if scale_by_std:
+    if scale_by_std and std_scope == "group":
         adv = adv / (std_g + eps)
+    elif scale_by_std:
+        pooled = _check(rewards, group_ids)[size_g > 1]
+        adv = adv / ((pooled.std() if pooled.numel() > 1 else adv.new_zeros(())) + eps)
     adv = torch.where(size_g > 1, adv, torch.zeros_like(adv))
     return adv, _metrics(adv, std_g, size_g)
 

@@ -170,3 +170,23 @@ def test_process_advantages_hand_computed():
     assert float(metrics["process/steps_per_seq"]) == pytest.approx(4 / 3)
     with pytest.raises(ValueError):
         process_advantages(r, m[:, :3], torch.tensor([0, 0, 1]))
+
+
+def test_grpo_batch_std_scope_by_hand():
+    """Group mean, batch std: rewards [1, 0, 0, 0 | 1, 1, 0, 1 | 5 (singleton)]."""
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 5.0])
+    ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    adv, _ = get_advantage("grpo")(rewards, ids, std_scope="batch", eps=0.0)
+    # group means 0.25 and 0.75; the 8 pooled rewards (the singleton excluded) have mean 0.5 and unbiased
+    # variance 8 * 0.25 / 7 = 2/7
+    s = (2 / 7) ** 0.5
+    expect = torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, -0.75, 0.25, 0.0]) / torch.tensor(
+        [s] * 8 + [1.0])
+    expect[-1] = 0.0
+    assert torch.allclose(adv, expect, atol=1e-6)
+    # group scope divides each group by its own std instead (both groups: sqrt(0.25) = 0.5)
+    grp, _ = get_advantage("grpo")(rewards, ids, eps=0.0)
+    assert torch.allclose(grp[:8], torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, -0.75, 0.25]) / 0.5,
+                          atol=1e-6)
+    with pytest.raises(ValueError, match="std_scope"):
+        get_advantage("grpo")(rewards, ids, std_scope="global")
