@@ -75,7 +75,7 @@ def validate(model: type[M], data: dict[str, Any], *, where: str = "config") -> 
         if err["type"] == "extra_forbidden":
             msg = f"{where}: unknown key {key!r}"
         elif not err["loc"]:  # a cross-field check: its message says it all; the input is the whole file
-            msg = f"{where}: {err['msg']}"
+            msg = f"{where}: {err['msg'].removeprefix('Value error, ')}"
         else:
             got = repr(err.get("input"))
             msg = f"{where}: {key}: {err['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"

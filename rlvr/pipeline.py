@@ -211,7 +211,10 @@ def control_config(recipe: Recipe, grpo_steps_done: int):
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     t0 = time.time()
-    r = Runner(recipe, resume=resume, log=log)
+    r = Runner(recipe, resume=resume, log=log)   # imports task plugins, which may register algorithms
+    if (rl := recipe.rl_stage) is not None:          # a misspelt name fails now, not after the SFT stage
+        from rlvr.algos.registry import check_algorithm_names
+        check_algorithm_names(getattr(recipe, rl), rl)
     log(f"task {r.task.name}: {len(r.sft_examples)} SFT / {len(r.rl_examples)} RL prompts; held-out: "
         f"{r.eval_task.name}/{recipe.task.eval_split}; output {r.out}")
     stages: list[dict[str, Any]] = []
@@ -223,7 +226,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, log: Callable[[str], Non
     start_eval = r.done("eval_start") or _eval_stage(r, "eval_start", start)
     summary: dict[str, Any] = {"recipe": recipe.name, "pass@1_start": start_eval["greedy_pass@1"],
                                "eval_start": start_eval}
-    if (rl := recipe.rl_stage) is not None:
+    if rl is not None:
         beside = _start_control_beside(r, start) if recipe.control.enabled and _control_in_parallel(recipe) \
             else None
         try:

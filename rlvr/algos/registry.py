@@ -25,6 +25,7 @@ __all__ = [
     "register_kl",
     "get_kl",
     "list_kl",
+    "check_algorithm_names",
 ]
 
 F = TypeVar("F", bound=Callable)
@@ -110,3 +111,19 @@ def get_kl(name: str) -> Callable:
 
 def list_kl() -> list[str]:
     return KL_ESTIMATORS.names()
+
+
+def check_algorithm_names(cfg: object, where: str) -> None:
+    """Fail before any stage runs on a config whose `advantage` / `policy_loss` / `kl_estimator` / `loss_agg`
+    names nothing registered: one line, `where.field: unknown ...; known: ...`. Call it after plugins (task entry
+    points) were imported, since they may register their own algorithms."""
+    from rlvr.algos.aggregation import AGG_MODES
+
+    for field, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES),
+                            ("kl_estimator", KL_ESTIMATORS)):
+        name = getattr(cfg, field, None)
+        if name is not None and name not in registry:
+            raise ConfigError(f"{where}.{field}: unknown {registry.kind} {name!r}; known: {', '.join(registry.names())}")
+    agg = getattr(cfg, "loss_agg", None)
+    if agg is not None and agg not in AGG_MODES:
+        raise ConfigError(f"{where}.loss_agg: unknown mode {agg!r}; known: {', '.join(AGG_MODES)}")

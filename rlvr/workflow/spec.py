@@ -175,7 +175,8 @@ class Workflow(RunHeader):
                 if a not in names:
                     raise ValueError(f"{where}.after: unknown stage {a!r}")
             kind.check(s, where)                                  # the kind's own input rules
-            validate(kind.config_cls, s.config, where=f"{where}.config")  # typos in stage configs, early
+            cfg = validate(kind.config_cls, s.config, where=f"{where}.config")  # typos in stage configs, early
+            _check_names(cfg, f"{where}.config")
         for name, src in self.sources.items():
             if src.reward_model is not None and src.reward_model in names:
                 if next(s for s in self.stages if s.name == src.reward_model).kind != "rm":
@@ -237,3 +238,19 @@ def load_workflow(path: str | Path, overrides: Sequence[str] = ()) -> Workflow:
     else:
         data = apply_overrides(data, overrides)
     return validate(Workflow, data, where=str(path))
+
+
+def _check_names(cfg: Any, where: str) -> None:
+    """Algorithm names (advantage, policy_loss, ...) must be registered; task plugins may register their own, so
+    an unknown name loads them before it counts as a typo."""
+    from rlvr.algos.registry import check_algorithm_names
+
+    try:
+        check_algorithm_names(cfg, where)
+    except ConfigError:
+        from tasks.registry import list_tasks
+        list_tasks()   # imports the rlvr.tasks entry points
+        try:
+            check_algorithm_names(cfg, where)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
