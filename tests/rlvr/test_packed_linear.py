@@ -91,13 +91,13 @@ def test_fp32_linear_packed_equals_it_under_bf16_autocast():
 def test_packed_reference_scores_like_the_plain_one_under_autocast():
     _require_packing()
     from rlvr.distributed import reference_model
-    from rlvr.trainers.common import autocast, completion_logprobs, load_model_and_tokenizer, pack
+    from rlvr.trainers.common import completion_logprobs, load_model_and_tokenizer, pack
 
     model, tok = load_model_and_tokenizer("tiny", device="cpu")   # packing is a CPU (oneDNN) feature
     plain, packed = reference_model(model), reference_model(model, pack_bf16=True)
     assert is_packed(packed)
     assert not is_packed(model)        # the policy is untouched
     batch = pack([tok("12+34=")["input_ids"]] * 2, [tok("<answer>64</answer>")["input_ids"]] * 2, tok.pad_token_id)
-    with torch.no_grad(), autocast(True):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):   # CPU autocast on a GPU box too
         a, b = completion_logprobs(plain, batch)[0], completion_logprobs(packed, batch)[0]
     assert torch.equal(a, b)
