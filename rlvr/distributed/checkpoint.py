@@ -32,7 +32,8 @@ class DeepSpeedCheckpointManager(CheckpointManager):
         self.tr = trainable
 
     def save(self, step: int, model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None,
-             state: dict[str, Any] | None = None, tokenizer: Any = None) -> Path:
+             state: dict[str, Any] | None = None, tokenizer: Any = None, extra: dict[str, Any] | None = None
+             ) -> Path:
         from rlvr.distributed.lora import save_model
 
         ctx, engine = self.tr.ctx, self.tr.engine
@@ -51,6 +52,8 @@ class DeepSpeedCheckpointManager(CheckpointManager):
         if ctx.is_main:
             if scheduler is not None:
                 torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            for name, obj in (extra or {}).items():
+                torch.save(obj, tmp / f"{name}.pt")
             (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": ctx.world_size, **(state or {})},
                                                        default=float))
         ctx.barrier()                                                       # every rank's files are in tmp

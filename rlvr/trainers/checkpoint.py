@@ -76,7 +76,10 @@ class CheckpointManager:
         self.keep_last = max(1, keep_last)
 
     def save(self, step: int, model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None,
-             state: dict[str, Any] | None = None, tokenizer: Any = None) -> Path:
+             state: dict[str, Any] | None = None, tokenizer: Any = None, extra: dict[str, Any] | None = None
+             ) -> Path:
+        """Write one checkpoint atomically. `extra`: more objects for the same checkpoint (e.g. a synced
+        reference model's state dict), each torch.save'd as `<name>.pt`; read back with `load_extra`."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._sweep_temps()
         final = self.dir / f"{PREFIX}{step:08d}"
@@ -88,6 +91,8 @@ class CheckpointManager:
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
+        for name, obj in (extra or {}).items():
+            torch.save(obj, tmp / f"{name}.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **(state or {})}, default=float))
         if final.exists():  # re-saving the same step after a resume: replace it whole
             shutil.rmtree(final)
@@ -102,6 +107,11 @@ class CheckpointManager:
         path = steps[-1]
         state = json.loads((path / "state.json").read_text())
         return Checkpoint(path=path, step=int(state["step"]), state=state)
+
+    def load_extra(self, ckpt: Checkpoint, name: str) -> Any:
+        """An object saved with `save(extra={name: ...})`, or None if this checkpoint has none."""
+        path = ckpt.path / f"{name}.pt"
+        return torch.load(path, weights_only=False, map_location="cpu") if path.exists() else None
 
     def list(self) -> list[Path]:
         if not self.dir.is_dir():

@@ -33,6 +33,7 @@ from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_o
 from rlvr.trainers.config_fields import CheckpointFields, OptimFields, SamplingFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
+from rlvr.trainers.ref_sync import mix_into, sync_due
 
 
 class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
@@ -65,6 +66,11 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     """token_mean | seq_mean_token_sum | seq_mean_token_mean | dr_grpo"""
     beta: float = 0.0
     """KL coefficient to the frozen reference (0: no reference model is loaded)"""
+    ref_sync_every: int = Field(0, ge=0)
+    """steps between refreshes of the reference, θ_ref ← α·θ + (1-α)·θ_ref (rlvr.trainers.ref_sync; 0: it stays
+    the initial policy); needs beta > 0 and full weights (not LoRA)"""
+    ref_sync_alpha: float = Field(1.0, gt=0.0, le=1.0)
+    """α of each refresh: 1 = hard reset to the policy (ProRL), < 1 = soft update (TR-DPO; TRL's default 0.6)"""
     kl_estimator: str = "k3"
     """k1 | k2 | k3"""
     kl_mode: Literal["loss", "reward"] = "loss"
@@ -110,6 +116,8 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     def _one_credit_scheme(self) -> "GRPOConfig":
         if self.env is not None and self.process_reward is not None:
             raise ValueError("process_reward and env (multi-turn credit) cannot be combined")
+        if self.ref_sync_every and self.beta <= 0:
+            raise ValueError("ref_sync_every refreshes the KL reference: it needs beta > 0")
         return self
 
 
@@ -419,12 +427,17 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
     ref_model = reference_model(model) if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
+    if cfg.ref_sync_every and not isinstance(ref_model, torch.nn.Module):
+        raise ConfigError(f"{name}.ref_sync_every: the reference of a LoRA policy is its base model with the "
+                          "adapters off and cannot be refreshed; use full weights or ref_sync_every: 0")
     tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
+        if cfg.ref_sync_every and (ref_state := ckpts.load_extra(last, "reference")) is not None:
+            ref_model.load_state_dict(ref_state)
         step, evals = last.state["step"], last.state.get("evals", [])
         cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         log_fn(f"{name}: resumed from {last.path} (step {step})")
@@ -456,6 +469,10 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                 metrics["time/sync_s"] = time.time() - t_sync
                 sched.step()
             step += 1
+            if ref_model is not None and sync_due(step, cfg.ref_sync_every):
+                with tr.gathered():   # ZeRO-3: full policy weights to mix from
+                    mix_into(ref_model, model, cfg.ref_sync_alpha)
+                metrics["ref/synced"] = 1.0
             metrics["time/train_s"] = time.time() - t1
             metrics["time/step_s"] = time.time() - t0
             metrics["perf/tokens_per_s"] = metrics.get("perf/train_tokens", 0) / max(1e-9, metrics["time/step_s"])
@@ -470,7 +487,8 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
             logger.log(step, metrics)
             if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 ckpts.save(step, model, opt, sched, state={"cursor": stream.cursor, "evals": evals,
-                                                           "cursors": ctx.all_gather_object(stream.cursor)})
+                                                           "cursors": ctx.all_gather_object(stream.cursor)},
+                           extra={"reference": ref_model.state_dict()} if cfg.ref_sync_every else None)
     except NonFiniteError as e:
         good = ckpts.latest()
         where = f"last good checkpoint: {good.path}" if good else "no checkpoint was written yet"
