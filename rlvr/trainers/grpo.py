@@ -7,7 +7,11 @@ How this departs from textbook GRPO (Shao et al. 2024, arXiv:2402.03300) — eve
   (bounded rounds, each optionally over-sampled, surplus groups trimmed) until the batch is full (DAPO);
 - overlong completions can be masked out of the loss or softly penalised (DAPO);
 - the KL to a frozen reference is optional (beta=0 loads no reference), as a loss term or a reward penalty;
-- loss aggregation mode is a knob (token_mean / seq_mean_token_sum / seq_mean_token_mean / dr_grpo).
+- loss aggregation mode is a knob (token_mean / seq_mean_token_sum / seq_mean_token_mean / dr_grpo);
+- the policy loss is looked up by name too (`ppo_clip`, `gspo`, `cispo`), each pass over the batch can be several
+  optimizer steps (`minibatches`), only the highest-entropy tokens can carry the policy loss
+  (`top_entropy_quantile`), and the KL reference can be refreshed from the policy (`ref_sync_every`)
+  (docs/grpo.md).
 The trainer never branches on an algorithm's name; it only looks names up.
 """
 from __future__ import annotations
