@@ -19,7 +19,7 @@ import torch
 
 from rlvr.algos.registry import UnknownAlgorithmError
 
-__all__ = ["AGG_MODES", "aggregate_loss", "masked_mean", "masked_sum"]
+__all__ = ["AGG_MODES", "aggregate_loss", "check_agg_mode", "masked_mean", "masked_sum"]
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -62,6 +62,12 @@ _AGGREGATORS: dict[str, Callable[..., torch.Tensor]] = {
 AGG_MODES: tuple[str, ...] = tuple(_AGGREGATORS)
 
 
+def check_agg_mode(mode: str) -> None:
+    """An unknown mode raises UnknownAlgorithmError listing the valid ones."""
+    if mode not in _AGGREGATORS:
+        raise UnknownAlgorithmError(f"unknown loss aggregation mode {mode!r}; known: {', '.join(AGG_MODES)}")
+
+
 def aggregate_loss(
     loss_mat: torch.Tensor,
     mask: torch.Tensor,
@@ -78,8 +84,7 @@ def aggregate_loss(
     `num_tokens_total` overrides N_tokens (token_mean); `num_seqs_total` overrides N_seqs and N_rows.
     A denominator of 0 is treated as 1 (an all-masked batch gives loss 0, not NaN).
     """
-    if mode not in _AGGREGATORS:
-        raise UnknownAlgorithmError(f"unknown loss aggregation mode {mode!r}; known: {', '.join(AGG_MODES)}")
+    check_agg_mode(mode)
     if loss_mat.shape != mask.shape or loss_mat.ndim != 2:
         raise ValueError(
             f"loss_mat and mask must both be [batch, tokens]; got {tuple(loss_mat.shape)}, {tuple(mask.shape)}"

@@ -117,13 +117,13 @@ def check_algorithm_names(cfg: object, where: str) -> None:
     """Fail before any stage runs on a config whose `advantage` / `policy_loss` / `kl_estimator` / `loss_agg`
     names nothing registered: one line, `where.field: unknown ...; known: ...`. Call it after plugins (task entry
     points) were imported, since they may register their own algorithms."""
-    from rlvr.algos.aggregation import AGG_MODES
+    from rlvr.algos.aggregation import check_agg_mode
 
-    for field, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES),
-                            ("kl_estimator", KL_ESTIMATORS)):
+    for field, check in (("advantage", ADVANTAGES.get), ("policy_loss", POLICY_LOSSES.get),
+                         ("kl_estimator", KL_ESTIMATORS.get), ("loss_agg", check_agg_mode)):
         name = getattr(cfg, field, None)
-        if name is not None and name not in registry:
-            raise ConfigError(f"{where}.{field}: unknown {registry.kind} {name!r}; known: {', '.join(registry.names())}")
-    agg = getattr(cfg, "loss_agg", None)
-    if agg is not None and agg not in AGG_MODES:
-        raise ConfigError(f"{where}.loss_agg: unknown mode {agg!r}; known: {', '.join(AGG_MODES)}")
+        if name is not None:
+            try:
+                check(name)
+            except UnknownAlgorithmError as e:
+                raise ConfigError(f"{where}.{field}: {e}") from None

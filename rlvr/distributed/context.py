@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-__all__ = ["DistContext", "context", "resolve_device", "shard"]
+__all__ = ["DistContext", "context", "even_slices", "resolve_device", "shard"]
 
 
 @dataclass
@@ -116,12 +116,16 @@ class DistContext:
             for start in range(0, n, max(1, size)):
                 yield slice(start, min(n, start + size))
             return
-        base, extra = divmod(n, max(1, k))
-        start = 0
-        for i in range(k):
-            stop = start + base + (1 if i < extra else 0)
-            yield slice(start, stop)
-            start = stop
+        yield from even_slices(n, k)
+
+
+def even_slices(n: int, k: int) -> list[slice]:
+    """n rows split in order into k slices whose sizes differ by at most one (some empty when n < k)."""
+    base, extra = divmod(n, max(1, k))
+    bounds = [0]
+    for i in range(k):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def resolve_device(local_rank: int = 0) -> torch.device:

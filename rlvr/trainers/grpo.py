@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from rlvr.algos import aggregate_loss, get_advantage, get_kl, get_policy_loss, high_entropy_mask, tis_weights
 from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
+from rlvr.distributed.context import even_slices
 from rlvr.distributed.trainable import as_trainable
 from rlvr.envs.config import MultiTurnConfig
 from rlvr.errors import ConfigError
@@ -275,15 +276,6 @@ def rollout_mismatch(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mas
             "rollout/logp_abs_diff": d.abs().sum() / n}
 
 
-def minibatch_parts(n: int, k: int) -> list[slice]:
-    """This rank's n rows split in order into k parts (sizes differ by at most one; some empty when n < k)."""
-    base, extra = divmod(n, k)
-    bounds = [0]
-    for i in range(k):
-        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-
-
 def _behaviour_pass(cfg: GRPOConfig, has_ref: bool) -> bool:
     """Whether the update starts with a no-grad forward of the current (behaviour) policy: its log-probs are the
     old log-probs when the batch is split into several optimizer steps, and the KL-in-reward needs them."""
@@ -312,10 +304,9 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     t_ref = time.perf_counter()
     ref_logp = score(ref_model) if ref_model is not None else None
     sums: dict[str, float] = {"time/ref_s": time.perf_counter() - t_ref, "time/optimizer_s": 0.0}
-    old_logp = torch.zeros(pb.completion_ids.shape, device=dev)
     old_from_pass = not _behaviour_pass(cfg, ref_model is not None)
+    old_logp = torch.zeros(pb.completion_ids.shape, device=dev) if old_from_pass else score(model)
     if not old_from_pass:
-        old_logp = score(model)
         sums.update({k: float(v) for k, v in rollout_mismatch(old_logp, sampler_logp, pb.completion_mask).items()})
     rewards = batch.rewards.clone()
     if ref_logp is not None and cfg.kl_mode == "reward":
@@ -326,7 +317,7 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     # rank's loss is its share of the part's global loss; micro-batch counts agree across ranks (ZeRO reduces
     # per backward). A part empty on every rank is no step at all.
     parts = []
-    for part in minibatch_parts(B, cfg.minibatches):
+    for part in even_slices(B, cfg.minibatches):   # this rank's rows, in order
         n = part.stop - part.start
         n_tok = ctx.all_sum(int(pb.completion_mask[part].sum()))
         n_seq = ctx.all_sum(n)

@@ -14,8 +14,8 @@ __all__ = ["mix_into", "sync_due"]
 
 @torch.no_grad()
 def mix_into(ref: torch.nn.Module, policy: torch.nn.Module, alpha: float) -> None:
-    """θ_ref ← α·θ + (1 - α)·θ_ref for every parameter, matched by name (the reference is a copy of the policy);
-    the reference keeps its own dtype. Buffers are left alone."""
+    """θ_ref ← α·θ + (1 - α)·θ_ref for every parameter, matched by name (the reference is a copy of the
+    policy); the reference keeps its own dtype. Buffers are left alone."""
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
     theta = dict(policy.named_parameters())

@@ -304,7 +304,7 @@ def test_top_entropy_quantile_trains_on_the_high_entropy_tokens_only():
 
 
 def test_minibatch_parts():
-    from rlvr.trainers.grpo import minibatch_parts
+    from rlvr.distributed.context import even_slices as minibatch_parts   # GRPO's minibatch split
 
     assert minibatch_parts(10, 3) == [slice(0, 4), slice(4, 7), slice(7, 10)]
     assert minibatch_parts(2, 3) == [slice(0, 1), slice(1, 2), slice(2, 2)]
