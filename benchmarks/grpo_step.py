@@ -6,11 +6,12 @@ The first step is a warm-up; the median of the timed steps is reported with its 
 and the train split's parts (reference forward, policy forward+backward, optimizer, weight sync).
 
     python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm|hf,vllm] [--baseline] [--compare]
-                                   [--compare-pack] [--profile] [--no-bf16] [--micro-batch N] [--threads N]
-                                   [--attn sdpa|eager]
+                                   [--compare-pack] [--compare-share] [--no-share-prompts] [--profile] [--no-bf16]
+                                   [--micro-batch N] [--threads N] [--attn sdpa|eager]
 
 `--baseline` restores the settings this benchmark started from (SDPA attention, full float32 log-softmax over
-[B, T, V], micro-batches of 8, `model.generate` on the fp32 trainer module under autocast); `--compare` runs
+[B, T, V], micro-batches of 8, `model.generate` on the fp32 trainer module under autocast, every row running its
+own prompt); `--compare` runs
 baseline and optimised steps alternately in one process (same box load for both) and prints both tables.
 Several backends (`--backend hf,vllm`) likewise take turns step by step in one process, each with its own copy of
 the policy, reference and optimizer; every engine gets the policy's weights after every optimizer step (for vLLM:
@@ -121,7 +122,8 @@ class Variant:
             rlvr.algos.token_logprobs = fast
 
 
-def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = False) -> Variant:
+def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = False,
+                  share: bool = True) -> Variant:
     from rlvr.distributed import reference_model
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
@@ -132,7 +134,8 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     model.set_attn_implementation("sdpa" if baseline else args.attn)
     micro = 8 if baseline else args.micro_batch
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
-                     dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline)
+                     dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline,
+                     share_prompt_forward=share and not baseline)
     ref = reference_model(model, pack_bf16=bf16 and pack)   # pack: linears pre-packed in bf16 (--compare-pack)
     if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
@@ -164,26 +167,46 @@ def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
            "verify_s": batch.metrics["time/verify_s"], "train_s": t3 - t1, "ref_s": m["time/ref_s"],
            "optimizer_s": m["time/optimizer_s"], "sync_s": t3 - t2,
            "new_tokens": int(batch.packed.completion_mask.sum()),
-           "train_tflop": train_flop(v.model, batch.packed) / 1e12}
+           "train_tflop": train_flop(v.model, batch.packed,
+                                     v.cfg.micro_batch if v.cfg.share_prompt_forward else None) / 1e12}
     row["fwd_bwd_s"] = (t2 - t1) - row["ref_s"] - row["optimizer_s"]
     v.rows.append(row)
     return row
 
 
-def train_flop(model, packed) -> float:
+def train_flop(model, packed, micro_batch: int | None = None) -> float:
     """Matmul FLOPs of one step's training passes: the reference forward plus the policy forward+backward
-    (= 3 forwards), each 2·(linear weights of the layers)·(all positions) + 2·d·V·(kept logit rows); attention's
-    own score/value products (2·2·T²·d per layer and sequence) are included, padding counted as work."""
+    (= 3 forwards), each 2·(linear weights of the layers)·(positions run) + 2·d·V·(kept logit rows); attention's
+    own score/value products (2·2·T_q·T_k·d per layer and sequence) are included, padding counted as work.
+
+    micro_batch: the passes share prompts within micro-batches of this many rows (share_prompt_forward): each
+    distinct prompt runs once (P positions, one logit row), then each row its C - 1 completion inputs over
+    P + C - 1 keys; a micro-batch of distinct prompts runs the plain pass. None: every row runs all P + C positions and keeps C + 1 logit rows."""
     import torch
+
+    from rlvr.models.shared_prompt import distinct_prompts
 
     cfg = model.config
     B, P = packed.prompt_ids.shape
     C = packed.completion_ids.shape[1]
-    T = P + C
     head = model.get_output_embeddings()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
-    attn = 4 * T * T * cfg.hidden_size * cfg.num_hidden_layers * B
-    fwd = 2 * linear * B * T + attn + 2 * head.weight.numel() * B * (C + 1)
+    per_pos = 4 * cfg.hidden_size * cfg.num_hidden_layers     # attention FLOPs per (query, key) pair
+    if micro_batch is None:
+        positions, pairs, logit_rows = B * (P + C), B * (P + C) ** 2, B * (C + 1)
+    else:
+        positions = pairs = logit_rows = 0
+        for start in range(0, B, micro_batch):
+            rows = slice(start, min(B, start + micro_batch))
+            U = len(distinct_prompts(packed.prompt_ids[rows], packed.prompt_mask[rows])[0])
+            b = rows.stop - rows.start
+            if U == b:   # nothing to share: the plain pass
+                positions, pairs, logit_rows = positions + b * (P + C), pairs + b * (P + C) ** 2, logit_rows + b * (C + 1)
+                continue
+            positions += U * P + b * (C - 1)
+            pairs += U * P * P + b * (C - 1) * (P + C - 1)
+            logit_rows += U + b * (C - 1)
+    fwd = 2 * linear * positions + per_pos * pairs + 2 * head.weight.numel() * logit_rows
     return 4.0 * fwd
 
 
@@ -245,7 +268,7 @@ def main() -> None:
     ap.add_argument("--vllm-kv-gib", type=float, default=0.25,
                     help="vLLM's KV cache on CPU (a step needs ~0.1 GiB; the engine's 1 GiB default costs RAM)")
     ap.add_argument("--no-bf16", action="store_true", help="fp32 everywhere")
-    ap.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward")
+    ap.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--attn", default="eager", help="attention kernel of the training passes: eager | sdpa")
     ap.add_argument("--gen-attn", default="sdpa", help="attention kernel of the bf16 sampling copy")
@@ -253,6 +276,10 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="baseline and optimised steps alternately")
     ap.add_argument("--compare-pack", action="store_true",
                     help="optimised, and optimised with pre-packed bf16 linears (sampler, reference), alternately")
+    ap.add_argument("--compare-share", action="store_true",
+                    help="optimised with and without the shared-prompt forward, alternately")
+    ap.add_argument("--no-share-prompts", action="store_true",
+                    help="every row runs its own prompt in the training passes (share_prompt_forward: false)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of the last optimised step")
     args = ap.parse_args()
 
@@ -271,14 +298,17 @@ def main() -> None:
     task = get_task("gsm8k")
     task = dataclasses.replace(task, template=PromptTemplate(plain="{user}", chat=False), _cache={})
     examples = pick_prompts(tok, 4)
-    wanted = [("baseline", True, False)] if args.baseline else [("optimised", False, False)]
+    share = not args.no_share_prompts
+    wanted = [("baseline", True, False, False)] if args.baseline else [("optimised", False, False, share)]
     if args.compare:
-        wanted = [("baseline", True, False), ("optimised", False, False)]
+        wanted = [("baseline", True, False, False), ("optimised", False, False, share)]
     if args.compare_pack:   # the opt-in pre-packed linears against the default
-        wanted = [("optimised", False, False), ("packed", False, True)]
+        wanted = [("optimised", False, False, share), ("packed", False, True, share)]
+    if args.compare_share:
+        wanted = [("unshared", False, False, False), ("optimised", False, False, True)]
     backends = args.backend.split(",")
-    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args, pack)
-                for b in backends for name, base, pack in wanted]
+    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args, pack, sh)
+                for b in backends for name, base, pack, sh in wanted]
     del model
     device = next(variants[0].model.parameters()).device
     peak = [matmul_tflops(device)]
@@ -300,6 +330,7 @@ def main() -> None:
         print_table(f"{header}\n{v.name}: backend={v.backend}, micro_batch={c.micro_batch}, "
                     f"attn={v.model.config._attn_implementation}, "
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
+                    f"prompts={'shared per group' if c.share_prompt_forward else 'one per row'}, "
                     f"sampler={sampler_label(v)}, reference={ref_label(v)}, "
                     f"optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
                     medians(v.rows))

@@ -27,3 +27,20 @@ def test_train_flop_by_hand():
            + 4 * 7 * 7 * 128 * 4 * 2                      # scores and values: 2·2·T²·d per layer and sequence
            + 2 * c.vocab_size * 128 * 2 * 5)              # lm head on the C+1 kept rows
     assert load_grpo_step().train_flop(model, packed) == 4 * fwd   # reference forward + policy fwd/bwd (3x)
+
+
+def test_train_flop_by_hand_with_shared_prompts():
+    from rlvr.trainers.common import load_model_and_tokenizer, pack
+
+    model, tok = load_model_and_tokenizer("tiny")
+    c = model.config
+    # micro-batches of 3 rows: {0, 1, 2} hold 2 distinct prompts and share; {3, 4} are distinct: plain pass
+    packed = pack([[5, 6, 7], [5, 6, 7], [5], [5, 6], [5]], [[8, 9], [10, 11, 12, 13], [1], [2], [3]],
+                  tok.pad_token_id)
+    P, C = 3, 4
+    per_layer = 4 * 128 * 128 + 3 * 128 * 384
+    positions = (2 * P + 3 * (C - 1)) + 2 * (P + C)
+    pairs = (2 * P * P + 3 * (C - 1) * (P + C - 1)) + 2 * (P + C) ** 2
+    rows = (2 + 3 * (C - 1)) + 2 * (C + 1)
+    fwd = 2 * 4 * per_layer * positions + 4 * 128 * 4 * pairs + 2 * c.vocab_size * 128 * rows
+    assert load_grpo_step().train_flop(model, packed, micro_batch=3) == 4 * fwd

@@ -191,32 +191,39 @@ def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int) ->
 
 
 def completion_logprobs(model: torch.nn.Module, batch: PackedBatch, *, temperature: float = 1.0,
-                        with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        with_entropy: bool = False, share_prompts: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(c_t | prompt, c_<t) of each completion token at sampling temperature T.
 
     Returns logp [B, C] (0 where completion_mask is False) and, optionally, the per-token entropy [B, C].
     Logits are divided by T so the log-probs are those of the distribution that was sampled from.
+    share_prompts: rows that repeat a prompt (GRPO groups, DPO pairs) run it once and share its KV cache
+    (rlvr.models.shared_prompt); equal up to float summation order.
     """
     from rlvr.algos import token_logprobs
+    from rlvr.models.shared_prompt import shared_prompt_logits
 
     batch = batch.to(module_device(model))
-    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
     seen = batch.completion_mask if batch.completion_attention is None else batch.completion_attention
-    attn = torch.cat([batch.prompt_mask, seen], dim=1).long()
-    # Positions count only real tokens, exactly as generate() numbers them under left padding.
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    C = batch.completion_ids.shape[1]
-    out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=C + 1,
-                use_cache=False)
-    # logits [B, C+1, V] (bf16 under autocast): position t predicts completion token t; the last position
-    # predicts nothing (token 0 stands in, its log-prob is dropped). token_logprobs works on float32 copies of
-    # a few rows at a time instead of a [B, C, V] float32 log-softmax.
-    B, V = out.logits.shape[0], out.logits.shape[-1]
-    tokens = torch.nn.functional.pad(batch.completion_ids, (0, 1))
-    logp, ent = token_logprobs(out.logits.reshape(B * (C + 1), V), tokens.reshape(-1), temperature=temperature,
+    B, C = batch.completion_ids.shape
+    logits = shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, seen) \
+        if share_prompts else None
+    if logits is None:
+        input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
+        attn = torch.cat([batch.prompt_mask, seen], dim=1).long()
+        # Positions count only real tokens, exactly as generate() numbers them under left padding.
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        # logits [B, C+1, V] (bf16 under autocast): position t predicts completion token t; the last position
+        # predicts nothing (token 0 stands in, its log-prob is dropped), which spares copying a [B, C, V] slice.
+        logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=C + 1,
+                       use_cache=False).logits
+    # token_logprobs works on float32 copies of a few rows at a time instead of a [B, C, V] float32 log-softmax.
+    K, V = logits.shape[1], logits.shape[-1]
+    tokens = torch.nn.functional.pad(batch.completion_ids, (0, K - C))
+    logp, ent = token_logprobs(logits.reshape(B * K, V), tokens.reshape(-1), temperature=temperature,
                                with_entropy=with_entropy)
-    logp = logp.view(B, C + 1)[:, :C]
-    ent = ent.view(B, C + 1)[:, :C] if ent is not None else None
+    logp = logp.view(B, K)[:, :C]
+    ent = ent.view(B, K)[:, :C] if ent is not None else None
     mask = batch.completion_mask
     logp = logp.masked_fill(~mask, 0.0)
     if ent is not None:

@@ -93,6 +93,10 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     TRL's steps_per_generation); > 1 adds a no-grad forward for the old log-probs"""
     micro_batch: int = 64
     """sequences per forward/backward (gradient accumulation inside one optimizer step)"""
+    share_prompt_forward: bool = True
+    """each distinct prompt of a micro-batch runs once and its rows share its KV cache
+    (rlvr.models.shared_prompt): the same log-probs up to float order, the prompt tokens computed once per group
+    instead of G times. Off: every row runs [prompt | completion] (also when gradient checkpointing is on)"""
     dynamic_sampling: bool = True
     """drop zero-spread groups and refill the batch"""
     max_sampling_rounds: int = 3
@@ -298,7 +302,8 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
 
     def score(m) -> torch.Tensor:   # gathered(): ZeRO-3 scores this rank's rows without collectives
         with torch.no_grad(), autocast(cfg.bf16), tr.gathered():
-            return torch.cat([completion_logprobs(m, pb.select(s), temperature=cfg.temperature)[0]
+            return torch.cat([completion_logprobs(m, pb.select(s), temperature=cfg.temperature,
+                                                  share_prompts=cfg.share_prompt_forward)[0]
                               for s in micro_batches(B, cfg.micro_batch)])
 
     t_ref = time.perf_counter()
@@ -334,7 +339,8 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
                 mb = pb.select(s)
                 mask = mb.completion_mask
                 with autocast(cfg.bf16):
-                    logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True)
+                    logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True,
+                                                    share_prompts=cfg.share_prompt_forward)
                 lm: dict[str, Any] = {}
                 frac = (s.stop - s.start) / B
                 if it == 0 and old_from_pass:  # the weights that sampled this batch: no update yet
