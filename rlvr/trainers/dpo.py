@@ -85,6 +85,9 @@ class DPOConfig(OptimFields, CheckpointFields):
     """items (pairs, or labelled completions for KTO) per optimizer step"""
     micro_batch: int = 32
     """items per forward/backward (gradient accumulation inside one step)"""
+    share_prompt_forward: bool = True
+    """an item's two rows (chosen/rejected) run their prompt once and share its KV cache
+    (rlvr.models.shared_prompt): the same log-probs up to float order, one prompt pass per pair instead of two"""
     max_length: int = 512
     """prompt + completion tokens; the prompt loses its beginning first"""
     precompute_ref: bool = True
@@ -223,11 +226,12 @@ def _rows(items: Sequence[PrefItem], pad_id: int):
 
 
 def sequence_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: int,
-                   bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and per-token-averaged completion log-probs: items [B] -> (logps [B, 2], avg_logps [B, 2])."""
+                   bf16: bool = False, share_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed and per-token-averaged completion log-probs: items [B] -> (logps [B, 2], avg_logps [B, 2]).
+    share_prompts: an item's two rows run its prompt once (rlvr.models.shared_prompt)."""
     batch = _rows(items, pad_id)
     with autocast(bf16):
-        logp, _ = completion_logprobs(model, batch)                # [2B, C], 0 off the mask
+        logp, _ = completion_logprobs(model, batch, share_prompts=share_prompts)   # [2B, C], 0 off the mask
     total = logp.sum(-1)
     n_tok = batch.completion_mask.sum(-1).clamp(min=1).to(total.device)
     B = len(items)
@@ -236,20 +240,22 @@ def sequence_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: in
 
 @torch.no_grad()
 def reference_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: int, micro_batch: int,
-                    bf16: bool = False) -> torch.Tensor:
+                    bf16: bool = False, share_prompts: bool = False) -> torch.Tensor:
     """Summed log-probs of every item's two rows under `model` (eval mode): [N, 2] float32."""
     was = model.training
     model.eval()
     try:
-        parts = [sequence_logps(model, items[s], pad_id, bf16)[0] for s in micro_batches(len(items), micro_batch)]
+        parts = [sequence_logps(model, items[s], pad_id, bf16, share_prompts)[0]
+                 for s in micro_batches(len(items), micro_batch)]
     finally:
         model.train(was)
     return torch.cat(parts).float().cpu()   # kept (and cached on disk) on the CPU; steps move their rows
 
 
-def _fingerprint(model: torch.nn.Module, items: Sequence[PrefItem], bf16: bool) -> str:
-    """sha256 over the reference weights, the token ids and the precision: a cache hit means the same numbers."""
-    h = hashlib.sha256(f"bf16={bf16};n={len(items)}".encode())
+def _fingerprint(model: torch.nn.Module, items: Sequence[PrefItem], bf16: bool, share: bool = False) -> str:
+    """sha256 over the reference weights, the token ids, the precision and the prompt sharing (which changes the
+    float summation order): a cache hit means the same numbers."""
+    h = hashlib.sha256(f"bf16={bf16};n={len(items)}{';shared' if share else ''}".encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -261,13 +267,13 @@ def _fingerprint(model: torch.nn.Module, items: Sequence[PrefItem], bf16: bool) 
 def cached_reference_logps(ref_model: torch.nn.Module, items: Sequence[PrefItem], pad_id: int, cfg: DPOConfig,
                            cache: Path | None, log_fn: Callable[[str], None] = print) -> torch.Tensor:
     """`reference_logps`, read from `cache` when its fingerprint matches, else computed and written atomically."""
-    key = _fingerprint(ref_model, items, cfg.bf16) if cache is not None else None
+    key = _fingerprint(ref_model, items, cfg.bf16, cfg.share_prompt_forward) if cache is not None else None
     if cache is not None and cache.exists():
         saved = torch.load(cache, weights_only=True)
         if saved.get("fingerprint") == key:
             log_fn(f"reference log-probs: cache hit {cache}")
             return saved["logps"]
-    logps = reference_logps(ref_model, items, pad_id, cfg.micro_batch, cfg.bf16)
+    logps = reference_logps(ref_model, items, pad_id, cfg.micro_batch, cfg.bf16, cfg.share_prompt_forward)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
@@ -379,7 +385,7 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
             continue
         sub = idx[s]
         frac = len(sub) / len(idx)
-        logps, avg = sequence_logps(model, [items[i] for i in sub], pad_id, cfg.bf16)
+        logps, avg = sequence_logps(model, [items[i] for i in sub], pad_id, cfg.bf16, cfg.share_prompt_forward)
         ref = ref_batch[s].to(logps.device) if ref_batch is not None else None
         desirable = torch.tensor([items[i].desirable for i in sub], device=logps.device)
         loss_vec, m = spec.fn(SeqStats(logps, avg, ref, desirable, z0), cfg)
@@ -409,7 +415,7 @@ def _step_reference_point(model, items, idx, ref_batch, cfg, pad_id) -> torch.Te
     ctx = context()
     gap, n = 0.0, 0
     for s in micro_batches(len(idx), cfg.micro_batch):
-        logps, _ = sequence_logps(model, [items[i] for i in idx[s]], pad_id, cfg.bf16)
+        logps, _ = sequence_logps(model, [items[i] for i in idx[s]], pad_id, cfg.bf16, cfg.share_prompt_forward)
         ref = ref_batch[s].to(logps.device) if ref_batch is not None else logps
         gap += float((logps[:, 1] - ref[:, 1]).sum())
         n += logps.shape[0]
@@ -469,7 +475,8 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
             idx = torch.tensor(shard(all_idx, ctx), dtype=torch.long)
             ref_batch = ref_all[idx] if ref_all is not None else None
             if ref_live is not None:
-                ref_batch = reference_logps(ref_live, [items[i] for i in idx], pad_id, cfg.micro_batch, cfg.bf16)
+                ref_batch = reference_logps(ref_live, [items[i] for i in idx], pad_id, cfg.micro_batch, cfg.bf16,
+                                            cfg.share_prompt_forward)
             metrics = _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=tr, n_total=len(all_idx))
             metrics["grad/norm"] = tr.step()
             sched.step()

@@ -75,6 +75,9 @@ class PPOConfig(SamplingFields, OptimFields, CheckpointFields):
     """optimizer steps per pass (the batch is shuffled and split)"""
     micro_batch: int = 64
     """sequences per forward/backward (gradient accumulation inside one minibatch)"""
+    share_prompt_forward: bool = True
+    """rows that repeat a prompt (samples_per_prompt > 1) run it once per micro-batch and share its KV cache in the
+    policy and reference log-prob passes (rlvr.models.shared_prompt; the critic runs every row)"""
     policy_loss: str = "ppo_clip"
     """policy loss name (rlvr.algos registry)"""
     clip_low: float = 0.2
@@ -199,10 +202,12 @@ def prepare_rollout(ac: ActorCritic, ref_model, packed: PackedBatch, scores: tor
     for s in micro_batches(len(packed), cfg.micro_batch):
         mb = packed.select(s)
         with autocast(cfg.bf16):
-            old.append(completion_logprobs(ac.policy, mb, temperature=cfg.temperature)[0])
+            old.append(completion_logprobs(ac.policy, mb, temperature=cfg.temperature,
+                                           share_prompts=cfg.share_prompt_forward)[0])
             vals.append(completion_values(ac.critic, mb))
             if ref_model is not None:
-                ref.append(completion_logprobs(ref_model, mb, temperature=cfg.temperature)[0])
+                ref.append(completion_logprobs(ref_model, mb, temperature=cfg.temperature,
+                                               share_prompts=cfg.share_prompt_forward)[0])
     old_logp, values = torch.cat(old), torch.cat(vals)
     ref_logp = torch.cat(ref) if ref else old_logp          # no reference: KL term is exactly 0
     rewards, m = kl_penalty_rewards(scores, old_logp, ref_logp, mask, kl_coef, cfg.kl_estimator)
@@ -241,7 +246,8 @@ def ppo_update(ac: ActorCritic, opt, data: RolloutData, cfg: PPOConfig, gen: tor
                 sub = pb.select(idx)
                 mask = sub.completion_mask
                 with autocast(cfg.bf16):
-                    logp, ent = completion_logprobs(ac.policy, sub, temperature=cfg.temperature, with_entropy=True)
+                    logp, ent = completion_logprobs(ac.policy, sub, temperature=cfg.temperature, with_entropy=True,
+                                                    share_prompts=cfg.share_prompt_forward)
                     values = completion_values(ac.critic, sub)
                 pl, lm = loss_fn(logp, data.old_logp[idx], data.advantages[idx], mask, clip_low=cfg.clip_low,
                                  clip_high=cfg.clip_high, dual_clip_c=cfg.dual_clip)

@@ -126,10 +126,11 @@ def test_dpo_metrics_hand_computed():
 
 
 # ----------------------------------------------------------------------------------------- log-probs
-def test_sequence_logps_match_unbatched_forward(tiny):
+@pytest.mark.parametrize("share", [False, True])
+def test_sequence_logps_match_unbatched_forward(tiny, share):
     model, tok = tiny
     items = [D.PrefItem((5, 6, 7), (8, 9, 2), (10, 2)), D.PrefItem((11,), (12, 13, 14, 2), (15, 16, 2))]
-    logps, avg = D.sequence_logps(model, items, tok.pad_token_id)
+    logps, avg = D.sequence_logps(model, items, tok.pad_token_id, share_prompts=share)
     for i, it in enumerate(items):
         for j, comp in enumerate((it.first, it.second)):
             lp, _ = completion_logprobs(model, pack([list(it.prompt)], [list(comp)], tok.pad_token_id))
@@ -154,6 +155,9 @@ def test_reference_cache_hits_and_invalidates(tiny, tmp_path, monkeypatch):
     assert len(calls) == 2            # other weights -> other fingerprint -> recomputed
     D.cached_reference_logps(model, items + items, tok.pad_token_id, cfg, cache, log_fn=lambda s: None)
     assert len(calls) == 3            # other data -> recomputed
+    D.cached_reference_logps(model, items + items, tok.pad_token_id, cfg.model_copy(update={
+        "share_prompt_forward": not cfg.share_prompt_forward}), cache, log_fn=lambda s: None)
+    assert len(calls) == 4            # other float summation order -> recomputed
 
 
 # ------------------------------------------------------------------------------------------- training
