@@ -144,7 +144,8 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
         engine = get_engine(backend, model=model, tokenizer=tok, autocast_bf16=bf16, **sizes)
     else:  # a bf16 copy samples (no per-step weight casts); update_weights copies the fp32 weights into it
         engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16", pack_weights=pack)
-        engine.model.set_attn_implementation(args.gen_attn)
+        if args.gen_attn != "auto":
+            engine.model.set_attn_implementation(args.gen_attn)
     return Variant(name, baseline, backend, model, ref, build_optimizer(model, cfg.lr, fused=cfg.fused_adamw),
                    engine, cfg)
 
@@ -243,8 +244,9 @@ def sampler_label(v: Variant) -> str:
         else getattr(v.engine, "dtype", "?")
     from rlvr.models.packed_linear import is_packed
     packed = weights is not None and is_packed(weights)
+    attn = f", {weights.config._attn_implementation} attention" if weights is not None else ""
     return f"{type(v.engine).__name__} ({dtype} weights{', shared' if weights is v.model else ''}" \
-           f"{', linears pre-packed' if packed else ''})"
+           f"{', linears pre-packed' if packed else ''}{attn})"
 
 
 def medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -271,7 +273,8 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--attn", default="eager", help="attention kernel of the training passes: eager | sdpa")
-    ap.add_argument("--gen-attn", default="sdpa", help="attention kernel of the bf16 sampling copy")
+    ap.add_argument("--gen-attn", default="auto",
+                    help="attention kernel of the bf16 sampling copy (auto: the engine's, sdpa_gqa on CPU)")
     ap.add_argument("--baseline", action="store_true", help="only the pre-optimisation settings")
     ap.add_argument("--compare", action="store_true", help="baseline and optimised steps alternately")
     ap.add_argument("--compare-pack", action="store_true",

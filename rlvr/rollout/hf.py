@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from rlvr.models.attention import use_sdpa_gqa
 from rlvr.models.head_input import contiguous_head_input
 from rlvr.models.packed_linear import can_pack, pack_linears, repack
 from rlvr.rollout.base import Prompt, Rollout, SamplingParams, register_engine
@@ -96,6 +97,8 @@ class HFEngine:
             contiguous_head_input(model)
         if device is not None:
             model = model.to(device)
+        if owned:   # a no-grad copy on CPU: SDPA with grouped-query heads uncopied (rlvr.models.attention)
+            use_sdpa_gqa(model)
         if pack_weights and owned and can_pack(model) and next(model.parameters()).dtype == torch.bfloat16:
             pack_linears(model)
         self.model, self.tokenizer = model, tokenizer
