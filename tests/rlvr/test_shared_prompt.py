@@ -140,3 +140,34 @@ def test_grpo_update_is_the_same_with_and_without_sharing():
     assert max((a - b).abs().max().item() for a, b in zip(w0, w1)) < 1e-5
     for k in ("loss/total", "loss/kl", "policy/entropy", "grad/norm"):
         assert m0[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6), k
+
+
+def test_lora_policy_and_its_adapters_off_reference(tiny):
+    """peft-wrapped policy (gradients into the adapters) and the adapters-off reference view: shared == plain."""
+    import copy
+
+    from rlvr.distributed import reference_model
+    from rlvr.distributed.config import LoRAConfig
+    from rlvr.distributed.lora import apply_lora
+
+    base, tok = tiny
+    policy = apply_lora(copy.deepcopy(base), LoRAConfig(enabled=True, r=4))
+    with torch.no_grad():                                   # adapters that change the output (B starts at 0)
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    ref = reference_model(policy)
+    batch = _grouped_batch(tok)
+    with torch.no_grad():
+        r0 = completion_logprobs(ref, batch)[0]
+        r1 = completion_logprobs(ref, batch, share_prompts=True)[0]
+    assert (r0 - r1).abs().max() < 1e-5
+    policy.train()
+    grads = []
+    for share in (False, True):
+        policy.zero_grad()
+        logp, _ = completion_logprobs(policy, batch, share_prompts=share)
+        logp.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
+    assert (logp.detach() - r1).abs().max() > 1e-3           # the adapters are on in the policy
+    assert ((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-5
