@@ -182,7 +182,8 @@ def train_flop(model, packed, micro_batch: int | None = None) -> float:
 
     micro_batch: the passes share prompts within micro-batches of this many rows (share_prompt_forward): each
     distinct prompt runs once (P positions, one logit row), then each row its C - 1 completion inputs over
-    P + C - 1 keys; a micro-batch of distinct prompts runs the plain pass. None: every row runs all P + C positions and keeps C + 1 logit rows."""
+    P + C - 1 keys; a micro-batch of distinct prompts runs the plain pass. None: every row runs all P + C
+    positions and keeps C + 1 logit rows."""
     import torch
 
     from rlvr.models.shared_prompt import distinct_prompts
@@ -193,20 +194,20 @@ def train_flop(model, packed, micro_batch: int | None = None) -> float:
     head = model.get_output_embeddings()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
     per_pos = 4 * cfg.hidden_size * cfg.num_hidden_layers     # attention FLOPs per (query, key) pair
-    if micro_batch is None:
-        positions, pairs, logit_rows = B * (P + C), B * (P + C) ** 2, B * (C + 1)
-    else:
-        positions = pairs = logit_rows = 0
-        for start in range(0, B, micro_batch):
-            rows = slice(start, min(B, start + micro_batch))
-            U = len(distinct_prompts(packed.prompt_ids[rows], packed.prompt_mask[rows])[0])
-            b = rows.stop - rows.start
-            if U == b:   # nothing to share: the plain pass
-                positions, pairs, logit_rows = positions + b * (P + C), pairs + b * (P + C) ** 2, logit_rows + b * (C + 1)
-                continue
-            positions += U * P + b * (C - 1)
-            pairs += U * P * P + b * (C - 1) * (P + C - 1)
-            logit_rows += U + b * (C - 1)
+
+    def one_pass(b: int, U: int | None) -> tuple[int, int, int]:
+        """(positions, attention pairs, logit rows) of b rows holding U distinct prompts (None: not shared)."""
+        if U is None or U == b:   # the plain pass (shared_prompt_logits falls back to it when nothing repeats)
+            return b * (P + C), b * (P + C) ** 2, b * (C + 1)
+        return U * P + b * (C - 1), U * P * P + b * (C - 1) * (P + C - 1), U + b * (C - 1)
+
+    step = B if micro_batch is None else micro_batch
+    passes = []
+    for start in range(0, B, step):
+        rows = slice(start, min(B, start + step))
+        U = None if micro_batch is None else len(distinct_prompts(packed.prompt_ids[rows], packed.prompt_mask[rows])[0])
+        passes.append(one_pass(rows.stop - rows.start, U))
+    positions, pairs, logit_rows = (sum(col) for col in zip(*passes))
     fwd = 2 * linear * positions + per_pos * pairs + 2 * head.weight.numel() * logit_rows
     return 4.0 * fwd
 

@@ -34,7 +34,8 @@ def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tup
 
 
 def _unwrapped(model: Any) -> Any:
-    """The HF model inside DeepSpeed / PEFT wrappers (for attribute checks only)."""
+    """The HF model inside a wrapper that holds it as `.module` (DeepSpeed's engine), for attribute checks only;
+    PEFT models forward attribute lookups themselves."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     return model
