@@ -5,7 +5,8 @@
 #   1. the CUDA tests and the trainer / reward-model / workflow tests, which put everything on the GPU there;
 #   2. benchmarks/grpo_step.py on a SmolLM2-135M-shaped model with random weights (config + tokenizer from .gpu/smol:
 #      the converted GGUF is too large to carry; the step's work is fixed by min_new_tokens, not by the weights).
-# Env: TESTS (pytest paths), TEST_TIMEOUT (s), BENCH=0 to skip the benchmark. Logs go to $OUT.
+# Env: TESTS (pytest paths), TEST_TIMEOUT (s), BENCH=0 to skip the benchmark, BENCH_RUNS (benchmark argument sets,
+# separated by ';'). Logs go to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -30,7 +31,11 @@ model.save_pretrained("/tmp/smol")
 AutoTokenizer.from_pretrained(".gpu/smol").save_pretrained("/tmp/smol")
 print("random-weight SmolLM2-135M:", sum(p.numel() for p in model.parameters()) / 1e6, "M params")
 EOF
-    timeout 170 python3 benchmarks/grpo_step.py --model /tmp/smol --steps 3 --compare --attn sdpa > "$OUT/grpo_step.log" 2>&1
-    echo "grpo_step exit: $?"
-    tail -32 "$OUT/grpo_step.log"
+    IFS=';' read -ra runs <<< "${BENCH_RUNS:---steps 3 --compare --attn sdpa}"
+    for i in "${!runs[@]}"; do
+        # shellcheck disable=SC2086  # each run's arguments are split on purpose
+        timeout 170 python3 benchmarks/grpo_step.py --model /tmp/smol ${runs[$i]} > "$OUT/grpo_step$i.log" 2>&1
+        echo "grpo_step ${runs[$i]}: exit $?"
+        tail -24 "$OUT/grpo_step$i.log"
+    done
 fi

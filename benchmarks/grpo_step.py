@@ -123,7 +123,7 @@ class Variant:
 
 
 def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = False,
-                  share: bool = True) -> Variant:
+                  share: bool | str = "auto") -> Variant:
     from rlvr.distributed import reference_model
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
@@ -135,7 +135,7 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     micro = 8 if baseline else args.micro_batch
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
                      dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline,
-                     share_prompt_forward=share and not baseline)
+                     share_prompt_forward=False if baseline else share)
     ref = reference_model(model, pack_bf16=bf16 and pack)   # pack: linears pre-packed in bf16 (--compare-pack)
     if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
@@ -169,7 +169,7 @@ def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
            "optimizer_s": m["time/optimizer_s"], "sync_s": t3 - t2,
            "new_tokens": int(batch.packed.completion_mask.sum()),
            "train_tflop": train_flop(v.model, batch.packed,
-                                     v.cfg.micro_batch if v.cfg.share_prompt_forward else None) / 1e12}
+                                     v.cfg.micro_batch if shares(v) else None) / 1e12}
     row["fwd_bwd_s"] = (t2 - t1) - row["ref_s"] - row["optimizer_s"]
     v.rows.append(row)
     return row
@@ -229,6 +229,12 @@ def matmul_tflops(device, reps: int = 5, n: int = 2048) -> float:
         sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e12
+
+
+def shares(v: Variant) -> bool:
+    """Whether the variant's training passes share prompts (its setting resolved on its model's device)."""
+    from rlvr.models.shared_prompt import share_prompts_on
+    return share_prompts_on(v.model, v.cfg.share_prompt_forward)
 
 
 def ref_label(v: Variant) -> str:
@@ -302,7 +308,7 @@ def main() -> None:
     task = get_task("gsm8k")
     task = dataclasses.replace(task, template=PromptTemplate(plain="{user}", chat=False), _cache={})
     examples = pick_prompts(tok, 4)
-    share = not args.no_share_prompts
+    share = False if args.no_share_prompts else "auto"
     wanted = [("baseline", True, False, False)] if args.baseline else [("optimised", False, False, share)]
     if args.compare:
         wanted = [("baseline", True, False, False), ("optimised", False, False, share)]
@@ -334,7 +340,7 @@ def main() -> None:
         print_table(f"{header}\n{v.name}: backend={v.backend}, micro_batch={c.micro_batch}, "
                     f"attn={v.model.config._attn_implementation}, "
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
-                    f"prompts={'shared per group' if c.share_prompt_forward else 'one per row'}, "
+                    f"prompts={'shared per group' if shares(v) else 'one per row'}, "
                     f"sampler={sampler_label(v)}, reference={ref_label(v)}, "
                     f"optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
                     medians(v.rows))

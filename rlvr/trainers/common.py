@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 
 from rlvr.errors import ConfigError, RLVRError
+from rlvr.models.shared_prompt import ShareSetting
 
 
 def resolve_model_path(path: str) -> str:
@@ -191,23 +192,23 @@ def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int) ->
 
 
 def completion_logprobs(model: torch.nn.Module, batch: PackedBatch, *, temperature: float = 1.0,
-                        with_entropy: bool = False, share_prompts: bool = False
+                        with_entropy: bool = False, share_prompts: ShareSetting = False
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(c_t | prompt, c_<t) of each completion token at sampling temperature T.
 
     Returns logp [B, C] (0 where completion_mask is False) and, optionally, the per-token entropy [B, C].
     Logits are divided by T so the log-probs are those of the distribution that was sampled from.
     share_prompts: rows that repeat a prompt (GRPO groups, DPO pairs) run it once and share its KV cache
-    (rlvr.models.shared_prompt); equal up to float summation order.
+    (rlvr.models.shared_prompt); equal up to float summation order. "auto": on the CPU only (share_prompts_on).
     """
     from rlvr.algos import token_logprobs
-    from rlvr.models.shared_prompt import shared_prompt_logits
+    from rlvr.models.shared_prompt import share_prompts_on, shared_prompt_logits
 
     batch = batch.to(module_device(model))
     seen = batch.completion_mask if batch.completion_attention is None else batch.completion_attention
     B, C = batch.completion_ids.shape
     logits = shared_prompt_logits(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, seen) \
-        if share_prompts else None
+        if share_prompts_on(model, share_prompts) else None
     if logits is None:
         input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
         attn = torch.cat([batch.prompt_mask, seen], dim=1).long()

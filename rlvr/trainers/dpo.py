@@ -45,6 +45,7 @@ from rlvr.algos.registry import Registry
 from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError, DataError
+from rlvr.models.shared_prompt import ShareSetting, share_prompts_on
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, pack)
@@ -85,9 +86,10 @@ class DPOConfig(OptimFields, CheckpointFields):
     """items (pairs, or labelled completions for KTO) per optimizer step"""
     micro_batch: int = 32
     """items per forward/backward (gradient accumulation inside one step)"""
-    share_prompt_forward: bool = True
+    share_prompt_forward: ShareSetting = "auto"
     """an item's two rows (chosen/rejected) run their prompt once and share its KV cache
-    (rlvr.models.shared_prompt): the same log-probs up to float order, one prompt pass per pair instead of two"""
+    (rlvr.models.shared_prompt): the same log-probs up to float order, one prompt pass per pair instead of two;
+    "auto": on the CPU only (share_prompts_on)"""
     max_length: int = 512
     """prompt + completion tokens; the prompt loses its beginning first"""
     precompute_ref: bool = True
@@ -226,7 +228,7 @@ def _rows(items: Sequence[PrefItem], pad_id: int):
 
 
 def sequence_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: int,
-                   bf16: bool = False, share_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   bf16: bool = False, share_prompts: ShareSetting = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed and per-token-averaged completion log-probs: items [B] -> (logps [B, 2], avg_logps [B, 2]).
     share_prompts: an item's two rows run its prompt once (rlvr.models.shared_prompt)."""
     batch = _rows(items, pad_id)
@@ -240,7 +242,7 @@ def sequence_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: in
 
 @torch.no_grad()
 def reference_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: int, micro_batch: int,
-                    bf16: bool = False, share_prompts: bool = False) -> torch.Tensor:
+                    bf16: bool = False, share_prompts: ShareSetting = False) -> torch.Tensor:
     """Summed log-probs of every item's two rows under `model` (eval mode): [N, 2] float32."""
     was = model.training
     model.eval()
@@ -252,10 +254,12 @@ def reference_logps(model: torch.nn.Module, items: Sequence[PrefItem], pad_id: i
     return torch.cat(parts).float().cpu()   # kept (and cached on disk) on the CPU; steps move their rows
 
 
-def _fingerprint(model: torch.nn.Module, items: Sequence[PrefItem], bf16: bool, share: bool = False) -> str:
+def _fingerprint(model: torch.nn.Module, items: Sequence[PrefItem], bf16: bool,
+                 share: ShareSetting = False) -> str:
     """sha256 over the reference weights, the token ids, the precision and the prompt sharing (which changes the
     float summation order): a cache hit means the same numbers."""
-    h = hashlib.sha256(f"bf16={bf16};n={len(items)}{';shared' if share else ''}".encode())
+    shared = share_prompts_on(model, share)
+    h = hashlib.sha256(f"bf16={bf16};n={len(items)}{';shared' if shared else ''}".encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())

@@ -31,6 +31,7 @@ from rlvr.distributed import DistributedConfig, context, prepare, reference_mode
 from rlvr.distributed.context import even_slices
 from rlvr.distributed.trainable import as_trainable
 from rlvr.envs.config import MultiTurnConfig
+from rlvr.models.shared_prompt import ShareSetting
 from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
@@ -93,10 +94,12 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     TRL's steps_per_generation); > 1 adds a no-grad forward for the old log-probs"""
     micro_batch: int = 64
     """sequences per forward/backward (gradient accumulation inside one optimizer step)"""
-    share_prompt_forward: bool = True
+    share_prompt_forward: ShareSetting = "auto"
     """each distinct prompt of a micro-batch runs once and its rows share its KV cache
     (rlvr.models.shared_prompt): the same log-probs up to float order, the prompt tokens computed once per group
-    instead of G times. Off: every row runs [prompt | completion] (also when gradient checkpointing is on)"""
+    instead of G times. Off: every row runs [prompt | completion] (also when gradient checkpointing is on).
+    "auto": on when the policy is on the CPU; off on a GPU, where it measured slower at small sizes
+    (share_prompts_on)"""
     dynamic_sampling: bool = True
     """drop zero-spread groups and refill the batch"""
     max_sampling_rounds: int = 3

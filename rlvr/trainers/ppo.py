@@ -34,6 +34,7 @@ from rlvr.distributed import DistributedConfig, context, prepare, reference_mode
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError
 from rlvr.models.critic import ActorCritic, build_critic, completion_values
+from rlvr.models.shared_prompt import ShareSetting
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, adamw, autocast, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, module_device)
@@ -75,9 +76,10 @@ class PPOConfig(SamplingFields, OptimFields, CheckpointFields):
     """optimizer steps per pass (the batch is shuffled and split)"""
     micro_batch: int = 64
     """sequences per forward/backward (gradient accumulation inside one minibatch)"""
-    share_prompt_forward: bool = True
+    share_prompt_forward: ShareSetting = "auto"
     """rows that repeat a prompt (samples_per_prompt > 1) run it once per micro-batch and share its KV cache in the
-    policy and reference log-prob passes (rlvr.models.shared_prompt; the critic runs every row)"""
+    policy and reference log-prob passes (rlvr.models.shared_prompt; the critic runs every row); "auto": on the
+    CPU only (share_prompts_on)"""
     policy_loss: str = "ppo_clip"
     """policy loss name (rlvr.algos registry)"""
     clip_low: float = 0.2

@@ -149,7 +149,7 @@ def model_scorer(model: torch.nn.Module, tokenizer: Any) -> Scorer:
         model.eval()
         try:
             with torch.no_grad():
-                logp, _ = completion_logprobs(model, batch, share_prompts=True)   # one context, several options
+                logp, _ = completion_logprobs(model, batch, share_prompts="auto")   # one context, several options
         finally:
             model.train(was)
         return logp.sum(-1)

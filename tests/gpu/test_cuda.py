@@ -132,3 +132,34 @@ def test_rlvr_train_grpo_and_ppo_run_on_cuda(tmp_path):
                  "ppo.steps=2", "ppo.prompts_per_step=3", "ppo.samples_per_prompt=2", "ppo.max_new_tokens=8",
                  "ppo.minibatches=2", "ppo.eval_every=2", "eval.n=2", "eval.ks=[1,2]", "eval.max_new_tokens=8"]) == 0
     assert [r["step"] for r in read_jsonl(ppo / "ppo" / "ppo_metrics.jsonl")] == [1, 2]
+
+
+def test_shared_prompt_pass_on_cuda_sdpa_matches_the_plain_pass():
+    """The shared-prompt forward with CUDA's SDPA kernels (the default attention there): the same log-probs and
+    gradients as one pass per row, and as the CPU's eager plain pass."""
+    from rlvr.trainers.common import completion_logprobs, load_model_and_tokenizer, pack
+
+    gpu, tok = load_model_and_tokenizer("tiny", attn_implementation="sdpa")
+    cpu, _ = load_model_and_tokenizer("tiny", device="cpu", attn_implementation="eager")
+    gpu, cpu = gpu.float().train(), cpu.float()
+    prompts = ["12+34=", "5+6=", "123+4=?"]
+    p_ids = [tok(p)["input_ids"] for p in prompts for _ in range(4)]
+    c_ids = [tok(str(7 * i))["input_ids"] + [tok.eos_token_id] for i in range(len(p_ids))]
+    batch = pack(p_ids, c_ids, tok.pad_token_id)
+    grads = {}
+    for share in (False, True):
+        gpu.zero_grad()
+        logp, ent = completion_logprobs(gpu, batch, with_entropy=True, share_prompts=share)
+        (logp.sum() + 0.1 * ent.sum()).backward()
+        grads[share] = (logp.detach().cpu(), torch.cat([p.grad.flatten() for p in gpu.parameters()
+                                                        if p.grad is not None]).cpu())
+    (lp0, g0), (lp1, g1) = grads[False], grads[True]
+    assert (lp0 - lp1).abs().max() < 1e-4
+    assert (g0 - g1).norm() / g0.norm() < 1e-4
+    with torch.no_grad():
+        ref, _ = completion_logprobs(cpu, batch, share_prompts=False)
+    assert (ref - lp1).abs().max() < 1e-4
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):   # bf16: the two paths agree loosely
+        a = completion_logprobs(gpu, batch, share_prompts=False)[0].float().cpu()
+        b = completion_logprobs(gpu, batch, share_prompts=True)[0].float().cpu()
+    assert (a - b).abs().mean() < 0.02

@@ -171,3 +171,26 @@ def test_lora_policy_and_its_adapters_off_reference(tiny):
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
     assert (logp.detach() - r1).abs().max() > 1e-3           # the adapters are on in the policy
     assert ((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-5
+
+
+def test_auto_setting_shares_on_the_cpu_only(tiny, monkeypatch):
+    """"auto" (the trainers' default) resolves on the model's device: shared on the CPU, one pass per row on a
+    GPU; True/False are taken as given; the reference view (not an nn.Module) resolves through its model."""
+    import rlvr.trainers.common as common
+    from rlvr.distributed import reference_model
+    from rlvr.models.shared_prompt import share_prompts_on
+    from rlvr.trainers.grpo import GRPOConfig
+
+    model, tok = tiny
+    assert GRPOConfig().share_prompt_forward == "auto"
+    assert share_prompts_on(model, "auto") and share_prompts_on(reference_model(model), "auto")
+    assert share_prompts_on(model, True) and not share_prompts_on(model, False)
+    batch = _grouped_batch(tok)
+    seen, hook = _positions_counter(model)
+    with torch.no_grad():
+        completion_logprobs(model.eval(), batch, share_prompts="auto")
+    B, P = batch.prompt_ids.shape
+    assert seen[0] == 3 * P + B * (batch.completion_ids.shape[1] - 1)       # shared
+    monkeypatch.setattr(common, "module_device", lambda m: torch.device("cuda", 0))
+    assert not share_prompts_on(model, "auto") and share_prompts_on(model, True)
+    hook.remove()
