@@ -60,6 +60,16 @@ def prctl(option, arg=0):
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed: {os.strerror(ctypes.get_errno())}")
 
 
+def _uid_mapped(uid):
+    """Whether this user namespace maps `uid` (setuid to an unmapped one fails, e.g. in a container)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            rows = [tuple(map(int, line.split())) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return any(inside <= uid < inside + count for inside, _, count in rows)
+
+
 # ------------------------------------------------------------------------------------------------ protocol
 def read_msg(fd):
     head = _read_exact(fd, 4)
@@ -94,6 +104,9 @@ class Zygote:
         self.pid1 = os.getpid() == 1
         self.workroot = init["workroot"]
         self.uid = init.get("uid")             # drop the job to this uid (only when we are root outside bwrap)
+        if init.get("uid_base") is not None:   # a uid of our own: jobs of other zygotes cannot signal ours
+            own = init["uid_base"] + os.getpid()
+            self.uid = own if _uid_mapped(own) else self.uid
         self.jobs = 0
         self.reaped = {}                       # pid -> (wait status, CPU seconds) of a job child reaped while killing
         self.env = None                        # the job environment last applied to our own os.environ
@@ -102,7 +115,7 @@ class Zygote:
 
     def setup(self):
         """Everything that must hold before the first job; returns facts for the layer report."""
-        facts = {"pid1": self.pid1, "uid": os.getuid()}
+        facts = {"pid1": self.pid1, "uid": os.getuid(), "job_uid": self.uid}
         signal.signal(signal.SIGINT, signal.SIG_IGN)    # as pid 1 a handled signal would still arrive
         if not self.pid1:
             prctl(PR_SET_CHILD_SUBREAPER, 1)           # orphans of a job come back to us, so we can kill them

@@ -104,9 +104,10 @@ class Result:
 
 
 def classify(exit_code: int | None, *, timed_out: bool, memory_error: bool = False, oom_killed: bool = False,
-             setup_failed: bool = False, cpu_limited: bool = False) -> tuple[Status, str]:
+             setup_failed: bool = False, cpu_limited: bool = False, host_oom: bool = False) -> tuple[Status, str]:
     """(status, reason) from what a backend observed; one table for every backend.
-    cpu_limited: a SIGKILL that came with the job's CPU seconds used up (RLIMIT_CPU's hard limit)."""
+    cpu_limited: a SIGKILL that came with the job's CPU seconds used up (RLIMIT_CPU's hard limit).
+    host_oom: a SIGKILL while the kernel's OOM killer acted on the whole host (no memory cgroup of our own)."""
     if setup_failed or exit_code is None:
         return "error", "the sandbox could not run the job"
     if timed_out:
@@ -117,6 +118,9 @@ def classify(exit_code: int | None, *, timed_out: bool, memory_error: bool = Fal
         return "timeout", "CPU-time limit reached (hard limit, SIGKILL)"
     if oom_killed:
         return "memory", "killed by the kernel OOM killer (memory cgroup limit)"
+    if host_oom and exit_code == -signal.SIGKILL:
+        return "memory", ("killed by the kernel OOM killer: the host ran out of memory (jobs are its first choice, "
+                          "oom_score_adj 1000)")
     if memory_error:
         return "memory", "MemoryError (address-space limit)"
     if exit_code < 0:

@@ -3,7 +3,8 @@
 Each zygote is `python -I -S -c <sandbox/_zygote.py>`, started inside bubblewrap when `bwrap` works here
 (new user/pid/net/ipc/uts/cgroup namespaces, uid 65534, all capabilities dropped, read-only binds of the
 system and Python directories only, a private size-capped tmpfs /tmp), otherwise as a plain process that drops
-the job to uid 65534 when we are root and unshares its network namespace where it can. Either way it installs
+the job, when we are root, to a uid of that zygote's own (SANDBOX_UID_BASE + its pid) and unshares its network
+namespace where it can. Either way it installs
 the seccomp filter (`sandbox.seccomp`) and, where writable, sits in its own pids + memory cgroups.
 
 Modes (env `RLVR_SANDBOX_MODE`):
@@ -43,7 +44,11 @@ __all__ = ["LocalOptions", "LocalBackend", "Layer"]
 
 log = logging.getLogger("rlvr.sandbox")
 
-SANDBOX_UID = 65534                     # "nobody"
+SANDBOX_UID = 65534                     # "nobody": inside bubblewrap's user namespace, or where no uid of its own fits
+# Outside bubblewrap, as root, each zygote's jobs run as SANDBOX_UID_BASE + the zygote's pid: a uid no one else
+# has, so a job cannot signal (kill(-1), /proc walks) the jobs of other zygotes running beside it, nor host daemons
+# that run as "nobody", and RLIMIT_NPROC counts only its own zygote's processes. Below 2**31: no signedness surprises.
+SANDBOX_UID_BASE = 2_000_000_000
 ZYGOTE_MEMORY_MB = 256                  # cgroup headroom for the zygote itself and its tmpfs, above a job's cap
 EXTRA_PIDS = 8                          # cgroup pids for bwrap + the zygote, above a job's `processes`
 REPLY_GRACE_S = 15.0                    # parent-side guard on top of the zygote's own deadline
@@ -174,8 +179,21 @@ def make_spec(opts: LocalOptions, use_bwrap: bool) -> Spec:
         argv = bwrap_argv(bwrap, features, opts.tmpfs_mb, start_env)
         return Spec(tuple(argv), init, True, False, {"PATH": JOB_ENV["PATH"]})
     root = os.geteuid() == 0
-    init.update(unshare_net=True, uid=SANDBOX_UID if root else None)
+    init.update(unshare_net=True, uid=SANDBOX_UID if root else None, uid_base=SANDBOX_UID_BASE if root else None)
     return Spec((exe, "-I", "-S", "-c", ZYGOTE_SOURCE), init, False, True, {**JOB_ENV, **start_env})
+
+
+def host_oom_kills() -> int | None:
+    """Processes the kernel's OOM killer has killed since boot (/proc/vmstat `oom_kill`, Linux >= 4.13); None
+    where that is unreadable."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 # -------------------------------------------------------------------------------------------- a zygote
@@ -239,6 +257,7 @@ class Zygote:
         self._preludes: dict[str, str] = {}        # prelude source -> key the zygote has it under
         self._prelude_keys = itertools.count()
         self._oom_kills = self.cg.oom_kills() if self.cg is not None else 0
+        self._host_oom_kills = host_oom_kills() if self.cg is None else None
         self.alive = True
         self._send(init)
         ready = self._recv(deadline=time.monotonic() + 60)
@@ -271,11 +290,18 @@ class Zygote:
         if "error" in reply:
             self._preludes.clear()               # the zygote dropped its preludes too (see its `serve`)
             return Result("error", None, reason=reply["error"])
-        oom = False
+        oom = host_oom = False
         if self.cg is not None and reply["exit_code"] == -9:     # only a SIGKILL can be the OOM killer's
             kills = self.cg.oom_kills()
             oom, self._oom_kills = kills > self._oom_kills, kills
-        status, reason = classify(reply["exit_code"], timed_out=reply["timed_out"], oom_killed=oom,
+        elif reply["exit_code"] == -9:
+            # No cgroup of our own: the host-wide counter. It is read only after a SIGKILL (a read per job costs
+            # ~80 us), so a kill of another process since this zygote's last SIGKILLed job also counts; the job
+            # runs with oom_score_adj 1000, so when the host is out of memory it is the likeliest victim.
+            kills = host_oom_kills()
+            host_oom = kills is not None and self._host_oom_kills is not None and kills > self._host_oom_kills
+            self._host_oom_kills = kills
+        status, reason = classify(reply["exit_code"], timed_out=reply["timed_out"], oom_killed=oom, host_oom=host_oom,
                                   cpu_limited=reply.get("cpu_limited", False),
                                   memory_error=reply["memory_error"], setup_failed=bool(reply["setup_error"]))
         if reply["setup_error"]:
@@ -478,8 +504,10 @@ def describe_layers(z: Zygote, fallback_reason: str) -> dict[str, Layer]:
         plimit = Layer(False, "root ignores RLIMIT_NPROC and no pids cgroup is writable")
     if bw:
         user = Layer(True, f"uid {SANDBOX_UID} in a user namespace, all capabilities dropped")
+    elif facts.get("job_uid") not in (None, SANDBOX_UID):
+        user = Layer(True, f"job drops from root to a uid of its zygote's own ({SANDBOX_UID_BASE} + zygote pid)")
     elif spec.init.get("uid") is not None:
-        user = Layer(True, f"job drops from root to uid {SANDBOX_UID}")
+        user = Layer(True, f"job drops from root to uid {SANDBOX_UID} (no uid of its own is mapped here)")
     else:
         user = Layer(False, f"job runs as the calling user (uid {os.getuid()}); it can signal the zygote")
     return {

@@ -24,6 +24,8 @@ def _one(backend, code, **kw) -> Result:
     (-signal.SIGSEGV, {}, "killed"),
     (-signal.SIGKILL, {}, "killed"),
     (-signal.SIGKILL, {"oom_killed": True}, "memory"),
+    (-signal.SIGKILL, {"host_oom": True}, "memory"),
+    (-signal.SIGSEGV, {"host_oom": True}, "killed"),       # only a SIGKILL can be the OOM killer's
     (1, {"memory_error": True}, "memory"),
     (-signal.SIGXCPU, {}, "timeout"),
     (-signal.SIGKILL, {"timed_out": True}, "timeout"),
@@ -33,6 +35,18 @@ def _one(backend, code, **kw) -> Result:
 ])
 def test_classify_table(exit_code, kw, status):
     assert classify(exit_code, **{"timed_out": False, **kw})[0] == status
+
+
+def test_host_oom_counter_reads_the_kernels_count():
+    from pathlib import Path
+
+    from sandbox.local import host_oom_kills
+    vmstat = Path("/proc/vmstat")
+    if not vmstat.exists() or "oom_kill " not in vmstat.read_text():
+        pytest.skip("no /proc/vmstat oom_kill counter on this kernel")
+    n = host_oom_kills()
+    assert isinstance(n, int) and n >= 0
+    assert n == int(next(line.split()[1] for line in vmstat.read_text().splitlines() if line.startswith("oom_kill ")))
 
 
 def test_job_and_limits_reject_bad_values():

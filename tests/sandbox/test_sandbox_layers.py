@@ -41,6 +41,35 @@ def test_bwrap_off_falls_back_and_says_so():
         b.shutdown()
 
 
+KILLER = ("import os, signal, time\ntime.sleep(0.5)\n"
+          "for d in os.listdir('/proc'):\n    if d.isdigit() and int(d) != os.getpid():\n        try:\n"
+          "            os.kill(int(d), signal.SIGKILL)\n        except OSError:\n            pass\n"
+          "os.kill(-1, signal.SIGKILL)\n")
+
+
+@pytest.mark.parametrize("bwrap", ["off", "on"])
+def test_plain_jobs_cannot_kill_each_other(bwrap):
+    """A job that SIGKILLs every process it can reach, beside another zygote's job: the neighbour finishes.
+    Without bubblewrap this holds because each zygote's jobs have a uid of their own (as root); with it, because
+    each zygote has its own pid namespace."""
+    if bwrap == "on" and shutil.which("bwrap") is None:
+        pytest.skip("bwrap is not installed")
+    if bwrap == "off" and os.geteuid() != 0:
+        pytest.skip("not root: the jobs run as the calling user, and the layer report says so")
+    b = LocalBackend(LocalOptions(mode="warm", bwrap=bwrap, workers=2))
+    try:
+        b.start_workers(2)
+        neighbour = "import os, time\ntime.sleep(2.0)\nprint('alive', os.getuid())"
+        killer, victim = b.run_batch([Job(KILLER, timeout_s=20), Job(neighbour, timeout_s=20)], concurrency=2)
+        assert victim.status == "ok" and victim.stdout.startswith("alive"), (victim.status, victim.reason)
+        assert killer.status in ("ok", "killed", "failed")     # kill(-1) may find no one to signal
+        if bwrap == "off":
+            uids = {int(_one(b, "import os; print(os.getuid())").stdout) for _ in range(4)}
+            assert 65534 not in uids or "65534" in b.layers()["user"].detail
+    finally:
+        b.shutdown()
+
+
 # ---------------------------------------------------------------------------------------------- seccomp
 def test_filter_assembles_to_valid_bpf():
     if not seccomp.supported():
