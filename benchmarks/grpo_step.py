@@ -6,8 +6,12 @@ The first step is a warm-up; the median of the timed steps is reported with its 
 and the train split's parts (reference forward, policy forward+backward, optimizer, weight sync).
 
     python benchmarks/grpo_step.py [--model DIR] [--steps N] [--backend hf|vllm|hf,vllm] [--baseline] [--compare]
-                                   [--compare-pack] [--compare-share] [--no-share-prompts] [--profile] [--no-bf16]
-                                   [--micro-batch N] [--threads N] [--attn sdpa|eager]
+                                   [--compare-pack] [--compare-share] [--compare-bf16-params] [--no-share-prompts]
+                                   [--fp32-params] [--profile] [--no-bf16] [--micro-batch N] [--threads N]
+                                   [--attn sdpa|eager]
+
+The optimised variant trains with bf16 parameters and fp32 master weights (GRPO `bf16_params: true`, off by
+default in recipes); `--fp32-params` runs the policy passes on the fp32 weights under bf16 autocast instead.
 
 `--baseline` restores the settings this benchmark started from (SDPA attention, full float32 log-softmax over
 [B, T, V], micro-batches of 8, `model.generate` on the fp32 trainer module under autocast, every row running its
@@ -123,8 +127,10 @@ class Variant:
 
 
 def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args, pack: bool = False,
-                  share: bool | str = "auto") -> Variant:
-    from rlvr.distributed import reference_model
+                  share: bool | str = "auto", bf16_params: bool = False) -> Variant:
+    import torch
+
+    from rlvr.distributed import prepare, reference_model
     from rlvr.rollout import get_engine
     from rlvr.trainers.common import build_optimizer
     from rlvr.trainers.grpo import GRPOConfig
@@ -135,8 +141,9 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
     micro = 8 if baseline else args.micro_batch
     cfg = GRPOConfig(prompts_per_step=4, group_size=8, max_new_tokens=64, min_new_tokens=64, beta=0.04,
                      dynamic_sampling=False, micro_batch=micro, bf16=bf16, lr=1e-6, fused_adamw=not baseline,
-                     share_prompt_forward=False if baseline else share)
-    ref = reference_model(model, pack_bf16=bf16 and pack)   # pack: linears pre-packed in bf16 (--compare-pack)
+                     share_prompt_forward=False if baseline else share, bf16_params=bf16_params)
+    ref = reference_model(model, pack_bf16=bf16 and pack,   # pack: linears pre-packed in bf16 (--compare-pack)
+                          param_dtype=torch.bfloat16 if bf16_params else None)
     if baseline and backend == "hf":
         engine = generate_engine(model, tok, bf16)
     elif not bf16 or backend != "hf":
@@ -146,8 +153,9 @@ def build_variant(name: str, baseline: bool, backend: str, base_model, tok, args
         engine = get_engine("hf", model=model, tokenizer=tok, dtype="bfloat16", pack_weights=pack)
         if args.gen_attn != "auto":
             engine.model.set_attn_implementation(args.gen_attn)
-    return Variant(name, baseline, backend, model, ref, build_optimizer(model, cfg.lr, fused=cfg.fused_adamw),
-                   engine, cfg)
+    opt = build_optimizer(model, cfg.lr, fused=cfg.fused_adamw)
+    tr = prepare(model, opt, None, grad_clip=cfg.grad_clip, bf16=bf16, bf16_params=bf16_params)
+    return Variant(name, baseline, backend, model, ref, tr, engine, cfg)
 
 
 def run_step(v: Variant, task, examples, tok, step: int) -> dict[str, float]:
@@ -290,6 +298,11 @@ def main() -> None:
                     help="optimised with and without the shared-prompt forward, alternately")
     ap.add_argument("--no-share-prompts", action="store_true",
                     help="every row runs its own prompt in the training passes (share_prompt_forward: false)")
+    ap.add_argument("--fp32-params", action="store_true",
+                    help="policy passes on the fp32 weights under autocast (bf16_params: false) instead of a bf16 "
+                         "copy with fp32 master weights")
+    ap.add_argument("--compare-bf16-params", action="store_true",
+                    help="optimised with fp32 parameters under autocast and with bf16 parameters, alternately")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of the last optimised step")
     args = ap.parse_args()
 
@@ -309,16 +322,20 @@ def main() -> None:
     task = dataclasses.replace(task, template=PromptTemplate(plain="{user}", chat=False), _cache={})
     examples = pick_prompts(tok, 4)
     share = False if args.no_share_prompts else "auto"
-    wanted = [("baseline", True, False, False)] if args.baseline else [("optimised", False, False, share)]
+    # (name, baseline, pre-packed linears, share prompts, bf16 parameters)
+    bp = not args.fp32_params and not args.no_bf16
+    wanted = [("baseline", True, False, False, False)] if args.baseline else [("optimised", False, False, share, bp)]
     if args.compare:
-        wanted = [("baseline", True, False, False), ("optimised", False, False, share)]
+        wanted = [("baseline", True, False, False, False), ("optimised", False, False, share, bp)]
     if args.compare_pack:   # the opt-in pre-packed linears against the default
-        wanted = [("optimised", False, False, share), ("packed", False, True, share)]
+        wanted = [("optimised", False, False, share, bp), ("packed", False, True, share, bp)]
     if args.compare_share:
-        wanted = [("unshared", False, False, False), ("optimised", False, False, True)]
+        wanted = [("unshared", False, False, False, bp), ("optimised", False, False, True, bp)]
+    if args.compare_bf16_params:
+        wanted = [("fp32 params", False, False, share, False), ("optimised", False, False, share, True)]
     backends = args.backend.split(",")
-    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args, pack, sh)
-                for b in backends for name, base, pack, sh in wanted]
+    variants = [build_variant(name + (f"/{b}" if len(backends) > 1 else ""), base, b, model, tok, args, pack, sh, p)
+                for b in backends for name, base, pack, sh, p in wanted]
     del model
     device = next(variants[0].model.parameters()).device
     peak = [matmul_tflops(device)]
@@ -342,7 +359,8 @@ def main() -> None:
                     f"logprobs={'full fp32 log-softmax' if v.baseline else 'chunked token_logprobs'}, "
                     f"prompts={'shared per group' if shares(v) else 'one per row'}, "
                     f"sampler={sampler_label(v)}, reference={ref_label(v)}, "
-                    f"optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW",
+                    f"optimizer={'fused' if c.fused_adamw else 'foreach'} AdamW, "
+                    f"params={'bf16 (fp32 master)' if c.bf16_params else 'fp32 under autocast'}",
                     medians(v.rows))
     peak.append(matmul_tflops(device))
     last, med = variants[-1], medians(variants[-1].rows)

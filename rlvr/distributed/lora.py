@@ -108,8 +108,11 @@ class AdaptersOff:
         return self
 
 
-def reference_model(model: torch.nn.Module, *, pack_bf16: bool = False) -> Any:
+def reference_model(model: torch.nn.Module, *, pack_bf16: bool = False, param_dtype: torch.dtype | None = None) -> Any:
     """The frozen reference: adapters-off view of a peft model, else a frozen deep copy.
+
+    param_dtype: the copy's parameters in this dtype (buffers such as rotary tables keep theirs), e.g. bf16 to
+    match a policy trained with bf16 parameters (GRPO `bf16_params`).
 
     pack_bf16: for a copy that only ever runs under bf16 autocast: on a CPU with oneDNN bf16 kernels its linears
     hold pre-packed bf16 weights (rlvr.models.packed_linear: same outputs, no per-forward weight casts; opt-in, see
@@ -117,6 +120,9 @@ def reference_model(model: torch.nn.Module, *, pack_bf16: bool = False) -> Any:
     if is_peft(model):
         return AdaptersOff(model)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
+    if param_dtype is not None:
+        for p in ref.parameters():
+            p.data = p.data.to(param_dtype)
     if pack_bf16 and can_pack(ref):
         pack_linears(ref)
     return ref

@@ -61,6 +61,15 @@ class Trainable:
     def checkpoints(self, out_dir: str | Path, keep_last: int) -> CheckpointManager:
         raise NotImplementedError
 
+    def refresh(self) -> None:
+        """The weights were changed outside `step()` (a checkpoint restore): update any copy of them we hold."""
+
+    @property
+    def compute(self) -> torch.nn.Module:
+        """The module the training passes run (forward + backward); `module` itself, except with bf16 parameters
+        (rlvr.distributed.bf16_params), where it is a bf16 twin whose gradients land in `module`."""
+        return self.module
+
     def gathered(self) -> contextlib.AbstractContextManager:
         """Context for forward passes that differ per rank (generation, evals, weight sync, no-grad scoring of
         this rank's rows): full weights and no collectives. A no-op unless the parameters are partitioned (ZeRO-3);
@@ -156,9 +165,12 @@ def complete_deepspeed_config(ds: dict[str, Any], *, grad_clip: float | None, bf
 
 
 def prepare(model: torch.nn.Module, optimizer: Any, cfg: DistributedConfig | None, *,
-            grad_clip: float | None, bf16: bool = False) -> Trainable:
-    """Wrap `model` + `optimizer` for training as `cfg` says (None: plain single-process PyTorch)."""
+            grad_clip: float | None, bf16: bool = False, bf16_params: bool = False) -> Trainable:
+    """Wrap `model` + `optimizer` for training as `cfg` says (None: plain single-process PyTorch).
+    bf16_params: the passes run on a bf16 twin, the optimizer on the fp32 model (rlvr.distributed.bf16_params)."""
     cfg = cfg or DistributedConfig()
+    if bf16_params and (cfg.deepspeed is not None or cfg.gradient_checkpointing):
+        raise ConfigError("bf16_params: not with distributed.deepspeed (use its bf16 mode) or gradient_checkpointing")
     if cfg.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False) and not hasattr(model, "base_model"):
             raise ConfigError("distributed.gradient_checkpointing: this model does not support it")
@@ -169,6 +181,9 @@ def prepare(model: torch.nn.Module, optimizer: Any, cfg: DistributedConfig | Non
         if context().distributed:
             raise ConfigError("launched with several processes but distributed.deepspeed is not set "
                               "(set distributed.deepspeed=recipes/deepspeed/zero2.json)")
+        if bf16_params:
+            from rlvr.distributed.bf16_params import BF16ParamsTrainable
+            return BF16ParamsTrainable(model, optimizer, grad_clip)
         return PlainTrainable(model, optimizer, grad_clip)
     try:
         import deepspeed  # noqa: F401

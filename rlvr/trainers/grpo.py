@@ -100,6 +100,10 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     instead of G times. Off: every row runs [prompt | completion] (also when gradient checkpointing is on).
     "auto": on when the policy is on the CPU; off on a GPU, where it measured slower at small sizes
     (share_prompts_on)"""
+    bf16_params: bool = False
+    """the policy passes run on a bf16 copy of the policy (bf16 residual stream, no per-pass weight casts) and the
+    gradients accumulate into the fp32 weights the optimizer steps (rlvr.distributed.bf16_params); the reference
+    is kept in bf16 too, so the KL starts at exactly 0. Needs bf16; not with DeepSpeed or LoRA"""
     dynamic_sampling: bool = True
     """drop zero-spread groups and refill the batch"""
     max_sampling_rounds: int = 3
@@ -130,6 +134,8 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
             raise ValueError("process_reward and env (multi-turn credit) cannot be combined")
         if self.ref_sync_every and self.beta <= 0:
             raise ValueError("ref_sync_every refreshes the KL reference: it needs beta > 0")
+        if self.bf16_params and not self.bf16:
+            raise ValueError("bf16_params runs the policy in bf16: it needs bf16: true")
         return self
 
 
@@ -313,7 +319,7 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
     ref_logp = score(ref_model) if ref_model is not None else None
     sums: dict[str, float] = {"time/ref_s": time.perf_counter() - t_ref, "time/optimizer_s": 0.0}
     old_from_pass = not _behaviour_pass(cfg, ref_model is not None)
-    old_logp = torch.zeros(pb.completion_ids.shape, device=dev) if old_from_pass else score(model)
+    old_logp = torch.zeros(pb.completion_ids.shape, device=dev) if old_from_pass else score(tr.compute)
     if not old_from_pass:
         sums.update({k: float(v) for k, v in rollout_mismatch(old_logp, sampler_logp, pb.completion_mask).items()})
     rewards = batch.rewards.clone()
@@ -342,7 +348,7 @@ def policy_update(model, ref_model, opt, batch: Batch, cfg: GRPOConfig) -> dict[
                 mb = pb.select(s)
                 mask = mb.completion_mask
                 with autocast(cfg.bf16):
-                    logp, ent = completion_logprobs(model, mb, temperature=cfg.temperature, with_entropy=True,
+                    logp, ent = completion_logprobs(tr.compute, mb, temperature=cfg.temperature, with_entropy=True,
                                                     share_prompts=cfg.share_prompt_forward)
                 lm: dict[str, Any] = {}
                 frac = (s.stop - s.start) / B
@@ -430,16 +436,18 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
                           f"processes ({ctx.world_size}): each rank samples whole groups")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    ref_model = reference_model(model) if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
+    ref_model = reference_model(model, param_dtype=torch.bfloat16 if cfg.bf16_params else None) \
+        if cfg.beta > 0 else None   # before ZeRO-3 partitions; LoRA: adapters off
     if cfg.ref_sync_every and not isinstance(ref_model, torch.nn.Module):
         raise ConfigError(f"{name}.ref_sync_every: the reference of a LoRA policy is its base model with the "
                           "adapters off and cannot be refreshed; use full weights or ref_sync_every: 0")
-    tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
+    tr = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16, bf16_params=cfg.bf16_params)
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
+        tr.refresh()
         if cfg.ref_sync_every and (ref_state := ckpts.load_extra(last, "reference")) is not None:
             ref_model.load_state_dict(ref_state)
         step, evals = last.state["step"], last.state.get("evals", [])

@@ -1,0 +1,165 @@
+"""bf16 parameters with fp32 master weights (rlvr.distributed.bf16_params): gradients land in fp32, updates too
+small for bf16 are kept, the twin follows the master, and GRPO runs with it."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rlvr.distributed import prepare, reference_model
+from rlvr.distributed.bf16_params import BF16ParamsTrainable
+from rlvr.distributed.config import DistributedConfig
+from rlvr.errors import ConfigError
+from rlvr.trainers.common import autocast, completion_logprobs, load_model_and_tokenizer, pack
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = load_model_and_tokenizer("tiny", device="cpu")
+    return model, tok
+
+
+def _batch(tok):
+    prompts = ["12+34=", "5+6="]
+    p_ids = [tok(p)["input_ids"] for p in prompts for _ in range(3)]
+    c_ids = [tok(str(11 * i))["input_ids"] + [tok.eos_token_id] for i in range(len(p_ids))]
+    return pack(p_ids, c_ids, tok.pad_token_id)
+
+
+def _trainable(model, lr=1e-3):
+    return prepare(model, torch.optim.SGD(model.parameters(), lr=lr), None, grad_clip=None, bf16=True,
+                   bf16_params=True)
+
+
+def test_gradients_match_autocast_and_land_in_fp32(tiny):
+    base, tok = tiny
+    batch = _batch(tok)
+    ref = copy.deepcopy(base).train()
+    with autocast(True):
+        completion_logprobs(ref, batch)[0].sum().backward()
+    model = copy.deepcopy(base).train()
+    tr = _trainable(model)
+    assert isinstance(tr, BF16ParamsTrainable)
+    twin = tr.compute
+    assert all(p.dtype == torch.bfloat16 for p in twin.parameters())
+    assert all(b.dtype == torch.float32 for b in twin.buffers() if b.is_floating_point())   # rotary tables
+    with autocast(True):
+        tr.backward(completion_logprobs(twin, batch)[0].sum())
+    assert all(p.grad is None for p in twin.parameters())          # moved into the master
+    g_ref = torch.cat([p.grad.flatten() for p in ref.parameters()])
+    g = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert g.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(g, g_ref, dim=0)
+    assert cos > 0.99 and abs(g.norm() / g_ref.norm() - 1) < 0.05
+
+
+def test_micro_batches_accumulate_in_fp32(tiny):
+    base, tok = tiny
+    model = copy.deepcopy(base).train()
+    tr = _trainable(model)
+    batch = _batch(tok)
+    grads = []
+    for n in (1, 2):
+        model.zero_grad(set_to_none=True)
+        for _ in range(n):
+            with autocast(True):
+                tr.backward(completion_logprobs(tr.compute, batch)[0].sum())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(2 * a, b) for a, b in zip(*grads))
+
+
+def test_step_keeps_updates_bf16_would_round_away_and_refreshes_the_twin(tiny):
+    base, tok = tiny
+    model = copy.deepcopy(base).train()
+    tr = _trainable(model, lr=1e-7)
+    before = [p.detach().clone() for p in model.parameters()]
+    twin_before = [p.detach().clone() for p in tr.compute.parameters()]
+    with autocast(True):
+        tr.backward(completion_logprobs(tr.compute, _batch(tok))[0].sum())
+    assert tr.step() > 0
+    moved = sum(int((a != p).sum()) for a, p in zip(before, model.parameters()))
+    assert moved > 0                                                 # the fp32 master took the tiny update
+    for p, t in zip(model.parameters(), tr.compute.parameters()):
+        assert torch.equal(t, p.detach().to(torch.bfloat16))         # the twin is the master, rounded
+    rounded_away = sum(int((a == t).sum()) for a, t in zip(twin_before, tr.compute.parameters()))
+    assert rounded_away > 0.5 * sum(p.numel() for p in model.parameters())   # most of it is below bf16's step
+    with torch.no_grad():                                            # weights changed outside step(): refresh()
+        next(model.parameters()).add_(1.0)
+    tr.refresh()
+    assert torch.equal(next(tr.compute.parameters()), next(model.parameters()).detach().to(torch.bfloat16))
+
+
+def test_twin_follows_train_and_eval_mode(tiny):
+    base, _ = tiny
+    model = copy.deepcopy(base)
+    tr = _trainable(model)
+    model.eval()
+    assert not tr.compute.training
+    model.train()
+    assert tr.compute.training
+
+
+def test_grpo_update_with_bf16_params_starts_at_zero_kl(tiny):
+    from rlvr.trainers.grpo import Batch, GRPOConfig, policy_update
+
+    base, tok = tiny
+    model = copy.deepcopy(base).train()
+    packed = _batch(tok)
+    batch = Batch(packed, torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0]), torch.arange(6) // 3,
+                  torch.zeros(packed.completion_ids.shape), {})
+    cfg = GRPOConfig(mu=1, micro_batch=3, beta=0.1, group_size=3, bf16=True, bf16_params=True)
+    ref = reference_model(model, param_dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in ref.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    m = policy_update(model, ref, _trainable(model), batch, cfg)
+    assert m["loss/kl"] == 0.0                      # the bf16 reference is exactly the bf16 twin at the start
+    assert torch.isfinite(torch.tensor(m["grad/norm"])) and m["grad/norm"] > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_refused_where_it_cannot_apply(tiny):
+    from rlvr.trainers.grpo import GRPOConfig
+
+    base, _ = tiny
+    with pytest.raises(ValueError, match="needs bf16"):
+        GRPOConfig(bf16=False, bf16_params=True)
+    opt = torch.optim.SGD(base.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="deepspeed"):
+        prepare(base, opt, DistributedConfig(deepspeed="recipes/deepspeed/zero2.json"), grad_clip=None,
+                bf16_params=True)
+    with pytest.raises(ConfigError, match="float32"):
+        prepare(copy.deepcopy(base).to(torch.bfloat16), opt, None, grad_clip=None, bf16_params=True)
+
+
+def test_rlvr_train_with_bf16_params_resumes_to_the_same_step(tmp_path):
+    """`rlvr train` with grpo.bf16_params and a KL reference; the last step re-run from the checkpoint before it
+    (the twin rebuilt from the restored fp32 weights) logs exactly what the first run logged."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from rlvr.cli import main
+    from rlvr.trainers.logger import read_jsonl
+
+    repo = Path(__file__).resolve().parents[2]
+    args = [str(repo / "recipes/r1_mini.yaml"), f"output_dir={tmp_path}",
+            "task.options={digits: 1, ops: '+', reverse_answer: true, answer_format: plain, n_test: 8, n_train: 30}",
+            "task.eval_limit=8", "sft.torch_threads=1", "sft.examples=20", "sft.max_steps=4", "sft.batch_size=8",
+            "sft.eval_every=2", "sft.stop_at_pass1=null", "grpo.steps=3", "grpo.prompts_per_step=3",
+            "grpo.group_size=4", "grpo.max_new_tokens=10", "grpo.eval_every=3", "grpo.checkpoint_every=1",
+            "grpo.beta=0.05", "grpo.mu=1", "grpo.bf16_params=true", "grpo.dynamic_sampling=false", "eval.n=2", "eval.ks=[1,2]",
+            "eval.max_new_tokens=10", "control.enabled=false"]
+    assert main(["train", *args]) == 0
+    first = read_jsonl(tmp_path / "grpo" / "grpo_metrics.jsonl")
+    assert [r["step"] for r in first] == [1, 2, 3] and first[0]["loss/kl"] == 0.0 < first[2]["loss/kl"]
+    assert all(r["grad/norm"] > 0 for r in first)                  # the entropy bonus trains even at zero reward
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    shutil.rmtree(sorted((tmp_path / "grpo" / "checkpoints").iterdir())[-1])
+    for done in (tmp_path / "grpo" / "model", tmp_path / "grpo" / "DONE.json", tmp_path / "summary.json"):
+        shutil.rmtree(done) if done.is_dir() else done.unlink()
+    assert main(["train", *args, "--resume"]) == 0
+    again = read_jsonl(tmp_path / "grpo" / "grpo_metrics.jsonl")
+    keep = lambda r: {k: v for k, v in r.items() if not k.startswith(("time/", "perf/", "verify/"))}  # noqa: E731
+    assert [keep(r) for r in again] == [keep(r) for r in first]
+    assert json.loads((tmp_path / "summary.json").read_text())["pass@1_end"] == summary["pass@1_end"]
