@@ -2,9 +2,11 @@
 re-declares a field only to give it another default (pydantic keeps the subclass's)."""
 from __future__ import annotations
 
+from pydantic import model_validator
+
 from rlvr.config import Config
 
-__all__ = ["OptimFields", "CheckpointFields", "SamplingFields"]
+__all__ = ["OptimFields", "MasterWeightsFields", "CheckpointFields", "SamplingFields"]
 
 
 class OptimFields(Config):
@@ -24,6 +26,21 @@ class OptimFields(Config):
     """AdamW's fused kernel (CPU/CUDA): SmolLM2-135M on 2 CPU threads 0.97 -> 0.19 s per step, equal to the default
     foreach to 1e-8 per step, yet a different run after a few hundred bf16 steps (off: the demos were tuned on
     foreach runs)"""
+
+
+class MasterWeightsFields(Config):
+    """For trainers whose training passes run on `Trainable.compute` (GRPO, SFT)."""
+    bf16_params: bool = False
+    """the training passes run on a bf16 copy of the model (bf16 residual stream, no per-pass weight casts) and
+    the gradients accumulate into the fp32 weights the optimizer steps (rlvr.distributed.bf16_params); GRPO also
+    keeps its KL reference in bf16, so the KL starts at exactly 0. Needs bf16; not with DeepSpeed, LoRA or
+    gradient checkpointing"""
+
+    @model_validator(mode="after")
+    def _bf16_params_needs_bf16(self):
+        if self.bf16_params and not getattr(self, "bf16", False):
+            raise ValueError("bf16_params runs the model in bf16: it needs bf16: true")
+        return self
 
 
 class CheckpointFields(Config):

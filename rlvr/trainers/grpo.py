@@ -36,13 +36,13 @@ from rlvr.errors import ConfigError
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, autocast, build_optimizer, build_scheduler,
                                   check_finite, completion_logprobs, micro_batches, module_device, pack)
-from rlvr.trainers.config_fields import CheckpointFields, OptimFields, SamplingFields
+from rlvr.trainers.config_fields import CheckpointFields, MasterWeightsFields, OptimFields, SamplingFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
 from rlvr.trainers.ref_sync import mix_into, sync_due
 
 
-class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
+class GRPOConfig(SamplingFields, OptimFields, MasterWeightsFields, CheckpointFields):
     checkpoint_every: int = 10
     """steps between checkpoints (0: only at the end)"""
     enabled: bool = False
@@ -100,10 +100,6 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
     instead of G times. Off: every row runs [prompt | completion] (also when gradient checkpointing is on).
     "auto": on when the policy is on the CPU; off on a GPU, where it measured slower at small sizes
     (share_prompts_on)"""
-    bf16_params: bool = False
-    """the policy passes run on a bf16 copy of the policy (bf16 residual stream, no per-pass weight casts) and the
-    gradients accumulate into the fp32 weights the optimizer steps (rlvr.distributed.bf16_params); the reference
-    is kept in bf16 too, so the KL starts at exactly 0. Needs bf16; not with DeepSpeed or LoRA"""
     dynamic_sampling: bool = True
     """drop zero-spread groups and refill the batch"""
     max_sampling_rounds: int = 3
@@ -134,8 +130,6 @@ class GRPOConfig(SamplingFields, OptimFields, CheckpointFields):
             raise ValueError("process_reward and env (multi-turn credit) cannot be combined")
         if self.ref_sync_every and self.beta <= 0:
             raise ValueError("ref_sync_every refreshes the KL reference: it needs beta > 0")
-        if self.bf16_params and not self.bf16:
-            raise ValueError("bf16_params runs the policy in bf16: it needs bf16: true")
         return self
 
 

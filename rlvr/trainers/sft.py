@@ -17,11 +17,11 @@ from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
                                   module_device, torch_threads)
-from rlvr.trainers.config_fields import CheckpointFields, OptimFields
+from rlvr.trainers.config_fields import CheckpointFields, MasterWeightsFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 
 
-class SFTConfig(OptimFields, CheckpointFields):
+class SFTConfig(OptimFields, MasterWeightsFields, CheckpointFields):
     lr: float = 1e-3
     """peak learning rate (AdamW)"""
     enabled: bool = False
@@ -187,12 +187,14 @@ def _train_sft(model, tokenizer, examples, cfg: SFTConfig, *, out_dir, seed, eva
     rows = tokenize_pairs(examples, tokenizer, cfg.max_length, cfg.completion_only)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
-    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16, bf16_params=cfg.bf16_params), \
+        context()
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
+        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"{name}: resumed from {last.path} (step {step})")
     logger = rank_logger(out_dir, name=name, total_steps=cfg.max_steps, resume_step=step if last else None,
@@ -216,7 +218,7 @@ def _train_sft(model, tokenizer, examples, cfg: SFTConfig, *, out_dir, seed, eva
                 batch = collate_packed(picked, tokenizer.pad_token_id, cfg.max_length) if cfg.packing \
                     else collate(picked, tokenizer.pad_token_id)
                 with autocast(cfg.bf16):
-                    nll, _ = sft_loss(model, batch)
+                    nll, _ = sft_loss(tr.compute, batch)
                 loss = nll / max(1, n_tok)  # global token mean across micro-batches (and ranks)
                 check_finite(loss, f"{name} step {step + 1}: loss")
                 tr.backward(loss)
