@@ -29,7 +29,23 @@ import torch
 from rlvr.distributed.trainable import PlainTrainable
 from rlvr.errors import ConfigError
 
-__all__ = ["BF16ParamsTrainable"]
+__all__ = ["BF16ParamsTrainable", "cast_params", "check_bf16_params"]
+
+
+def check_bf16_params(model: Any) -> None:
+    """Raise ConfigError unless `model` can train with bf16 parameters: a plain fp32 module (no LoRA)."""
+    if not isinstance(model, torch.nn.Module) or hasattr(model, "peft_config"):
+        raise ConfigError("bf16_params: needs a plain (non-LoRA) model; LoRA adapters train in fp32 already")
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        raise ConfigError("bf16_params: the model must be loaded in float32 (the fp32 master weights)")
+
+
+def cast_params(module: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """`module` with its parameters (not its buffers: rotary inv_freq tables stay fp32, as under autocast) in
+    `dtype`, in place; tied parameters stay tied."""
+    for p in module.parameters():
+        p.data = p.data.to(dtype)
+    return module
 
 
 def _into_master(master: torch.nn.Parameter, param: torch.Tensor) -> None:
@@ -46,10 +62,7 @@ class BF16ParamsTrainable(PlainTrainable):
     """PlainTrainable whose forward/backward passes run on `compute`, a bf16 twin of the fp32 `module`."""
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, grad_clip: float | None):
-        if not isinstance(model, torch.nn.Module) or hasattr(model, "peft_config"):
-            raise ConfigError("bf16_params: needs a plain (non-LoRA) model; LoRA adapters train in fp32 already")
-        if any(p.dtype != torch.float32 for p in model.parameters()):
-            raise ConfigError("bf16_params: the model must be loaded in float32 (the fp32 master weights)")
+        check_bf16_params(model)
         super().__init__(model, optimizer, grad_clip)
         self._twin: torch.nn.Module | None = None
 
@@ -58,11 +71,10 @@ class BF16ParamsTrainable(PlainTrainable):
         """The bf16 twin, built on first use (after a resume has restored the fp32 weights), in the fp32 model's
         train/eval mode."""
         if self._twin is None:
-            self._twin = copy.deepcopy(self.module)
+            self._twin = cast_params(copy.deepcopy(self.module))
             masters = dict(self.module.named_parameters())
             for name, p in self._twin.named_parameters():
-                # parameters only: buffers (rotary inv_freq tables) stay fp32, as under autocast
-                p.data, p.grad = p.data.to(torch.bfloat16), None
+                p.grad = None
                 if masters[name].requires_grad:
                     p.register_post_accumulate_grad_hook(functools.partial(_into_master, masters[name]))
                 else:

@@ -121,8 +121,8 @@ def reference_model(model: torch.nn.Module, *, pack_bf16: bool = False, param_dt
         return AdaptersOff(model)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     if param_dtype is not None:
-        for p in ref.parameters():
-            p.data = p.data.to(param_dtype)
+        from rlvr.distributed.bf16_params import cast_params
+        cast_params(ref, param_dtype)
     if pack_bf16 and can_pack(ref):
         pack_linears(ref)
     return ref

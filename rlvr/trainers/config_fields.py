@@ -29,12 +29,12 @@ class OptimFields(Config):
 
 
 class MasterWeightsFields(Config):
-    """For trainers whose training passes run on `Trainable.compute` (GRPO, SFT)."""
+    """For trainers whose training passes run on `Trainable.compute` (GRPO, SFT, the DPO family)."""
     bf16_params: bool = False
     """the training passes run on a bf16 copy of the model (bf16 residual stream, no per-pass weight casts) and
     the gradients accumulate into the fp32 weights the optimizer steps (rlvr.distributed.bf16_params); GRPO also
-    keeps its KL reference in bf16, so the KL starts at exactly 0. Needs bf16; not with DeepSpeed, LoRA or
-    gradient checkpointing"""
+    keeps its KL reference in bf16 and DPO scores its reference in bf16, so the KL and the implicit rewards start
+    at exactly 0. Needs bf16; not with DeepSpeed, LoRA or gradient checkpointing"""
 
     @model_validator(mode="after")
     def _bf16_params_needs_bf16(self):

@@ -45,11 +45,12 @@ from rlvr.algos.registry import Registry
 from rlvr.distributed import DistributedConfig, context, prepare, shard
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError, DataError
+from rlvr.distributed.bf16_params import cast_params, check_bf16_params
 from rlvr.models.shared_prompt import ShareSetting, share_prompts_on
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, pack)
-from rlvr.trainers.config_fields import CheckpointFields, OptimFields
+from rlvr.trainers.config_fields import CheckpointFields, MasterWeightsFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.sft import batch_indices
 
@@ -58,7 +59,7 @@ __all__ = ["DPOConfig", "PrefItem", "SeqStats", "PreferenceLoss", "PREFERENCE_LO
            "sequence_logps", "reference_logps", "train_dpo"]
 
 
-class DPOConfig(OptimFields, CheckpointFields):
+class DPOConfig(OptimFields, MasterWeightsFields, CheckpointFields):
     lr: float = 5e-6
     """peak learning rate (AdamW)"""
     checkpoint_every: int = 50
@@ -380,6 +381,7 @@ def _step(model, items, idx, ref_batch, spec, cfg, pad_id, tr=None, n_total: int
     [len(idx), 2] or None); returns metrics averaged over micro-batches. With several ranks `idx` is this rank's
     share and `n_total` the whole step's item count (the loss is a mean over all of them)."""
     tr, ctx = as_trainable(tr, model, cfg.grad_clip), context()
+    model = tr.compute           # the training passes' module (a bf16 twin with bf16_params)
     n_total = n_total or len(idx)
     sums: dict[str, float] = {}
     z0 = _step_reference_point(model, items, idx, ref_batch, cfg, pad_id) if spec.fn is _kto else None
@@ -430,13 +432,17 @@ def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: 
                log_fn) -> tuple[torch.Tensor | None, torch.nn.Module | None]:
     """(reference log-probs [N, 2] computed now, or None; a frozen reference model to score batches, or None).
     The reference is `ref_model`, else `model` as it is now: scored right away when precomputing (no copy),
-    else a frozen copy."""
+    else a frozen copy. With bf16_params it is always a copy with bf16 parameters (the policy's numerics)."""
     if not spec.needs_reference:
         return None, None
     cache = out_dir / cfg.ref_cache if cfg.ref_cache else None
-    if ref_model is None and cfg.precompute_ref:   # scored now, before any update: the model itself, no copy
+    if ref_model is None and cfg.precompute_ref and not cfg.bf16_params:   # scored now: the model itself, no copy
         return cached_reference_logps(model, items, pad_id, cfg, cache, log_fn), None
-    ref = (ref_model if ref_model is not None else copy.deepcopy(model)).eval().requires_grad_(False)
+    ref = ref_model if ref_model is not None else model
+    ref = ref if ref_model is not None and not cfg.bf16_params else copy.deepcopy(ref)
+    ref = ref.eval().requires_grad_(False)
+    if cfg.bf16_params:    # scored with the policy's numerics, so the implicit rewards start at exactly 0
+        cast_params(ref)
     if not cfg.precompute_ref:
         return None, ref
     return cached_reference_logps(ref, items, pad_id, cfg, cache, log_fn), None
@@ -457,15 +463,19 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
         raise ConfigError(f"{name}: loss {cfg.loss!r} needs chosen/rejected pairs, got KTO-style items")
     out_dir = Path(out_dir)
     pad_id = tokenizer.pad_token_id
+    if cfg.bf16_params:
+        check_bf16_params(model)
     ref_all, ref_live = _reference(model, ref_model, items, pad_id, spec, cfg, out_dir, log_fn)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16, bf16_params=cfg.bf16_params), \
+        context()
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
+        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"{name}: resumed from {last.path} (step {step})")
     logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,

@@ -192,3 +192,27 @@ def test_sft_with_bf16_params_learns_tracks_autocast_and_resumes(tmp_path):
     assert losses["bf16"][-1] == pytest.approx(losses["autocast"][-1], rel=0.1)
     assert losses["resumed"] == losses["bf16"]
     assert all(torch.equal(a, b) for a, b in zip(weights["resumed"], weights["bf16"]))
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_dpo_with_bf16_params_starts_at_zero_reward_and_learns(tmp_path, precompute):
+    """The reference is scored with the policy's bf16 numerics (precomputed or live), so step 1's implicit rewards
+    are exactly 0 and its DPO loss exactly log 2; the chosen-rejected margin then grows; the weights stay fp32."""
+    import math
+
+    from rlvr.trainers import dpo as D
+    from rlvr.trainers.logger import read_jsonl
+
+    model, tok = load_model_and_tokenizer("tiny", device="cpu")
+    items = [D.PrefItem(prompt=tuple(tok(f"{a}+{b}=")["input_ids"]),
+                        first=tuple(tok(str(a + b))["input_ids"] + [tok.eos_token_id]),
+                        second=tuple(tok(str(a + b + 1))["input_ids"] + [tok.eos_token_id]), desirable=True)
+             for a in range(3) for b in range(3)]
+    cfg = D.DPOConfig(beta=0.5, steps=6, batch_size=len(items), micro_batch=3, lr=3e-3, bf16_params=True,
+                      precompute_ref=precompute, checkpoint_every=0)
+    D.train_dpo(model, tok, items, cfg, out_dir=tmp_path, log_fn=lambda s: None)
+    rows = read_jsonl(tmp_path / "dpo_metrics.jsonl")
+    assert rows[0]["rewards/chosen"] == 0.0 and rows[0]["rewards/rejected"] == 0.0
+    assert rows[0]["loss/total"] == pytest.approx(math.log(2), abs=1e-6)
+    assert rows[-1]["rewards/margins"] > 0.5 and rows[-1]["loss/total"] < rows[0]["loss/total"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
