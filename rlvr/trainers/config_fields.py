@@ -29,7 +29,8 @@ class OptimFields(Config):
 
 
 class MasterWeightsFields(Config):
-    """For trainers whose training passes run on `Trainable.compute` (GRPO, SFT, the DPO family)."""
+    """For the trainers whose training passes run on `Trainable.compute`: GRPO, PPO, SFT, the DPO family, reward
+    models and PRMs."""
     bf16_params: bool = False
     """the training passes run on a bf16 copy of the model (bf16 residual stream, no per-pass weight casts) and
     the gradients accumulate into the fp32 weights the optimizer steps (rlvr.distributed.bf16_params); GRPO also

@@ -31,6 +31,7 @@ from pydantic import model_validator
 from rlvr.algos import (AdaptiveKLController, FixedKLController, aggregate_loss, gae_advantages,
                         get_policy_loss, kl_penalty_rewards, masked_mean, whiten)
 from rlvr.distributed import DistributedConfig, context, prepare, reference_model, sync_weights
+from rlvr.distributed.bf16_params import check_bf16_params
 from rlvr.distributed.trainable import as_trainable
 from rlvr.errors import ConfigError
 from rlvr.models.critic import ActorCritic, build_critic, completion_values
@@ -38,7 +39,7 @@ from rlvr.models.shared_prompt import ShareSetting
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import (NonFiniteError, PackedBatch, adamw, autocast, build_scheduler, check_finite,
                                   completion_logprobs, micro_batches, module_device)
-from rlvr.trainers.config_fields import CheckpointFields, OptimFields, SamplingFields
+from rlvr.trainers.config_fields import CheckpointFields, MasterWeightsFields, OptimFields, SamplingFields
 from rlvr.trainers.grpo import GRPOConfig, PromptStream, collect_batch
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.process_rewards import ProcessRewardConfig
@@ -47,7 +48,7 @@ __all__ = ["PPOConfig", "clipped_value_loss", "explained_variance", "RolloutData
            "ppo_update", "make_kl_controller", "train_ppo"]
 
 
-class PPOConfig(SamplingFields, OptimFields, CheckpointFields):
+class PPOConfig(SamplingFields, OptimFields, MasterWeightsFields, CheckpointFields):
     checkpoint_every: int = 10
     """steps between checkpoints (0: only at the end)"""
     enabled: bool = False
@@ -232,6 +233,7 @@ def ppo_update(ac: ActorCritic, opt, data: RolloutData, cfg: PPOConfig, gen: tor
     Several ranks: every rank holds the same number of rows (no dynamic sampling), so minibatch and micro-batch
     counts agree; loss normalisers count all ranks' tokens / sequences."""
     tr, ctx = as_trainable(opt, ac, cfg.grad_clip), context()
+    ac = tr.compute              # the training passes' module (a bf16 twin with bf16_params)
     loss_fn = get_policy_loss(cfg.policy_loss)
     pb, B = data.packed, len(data.packed)
     n_updates = cfg.ppo_epochs * cfg.minibatches
@@ -300,17 +302,22 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
     if cfg.prompts_per_step % ctx.world_size:
         raise ConfigError(f"{name}.prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of "
                           f"processes ({ctx.world_size})")
-    ref_model = reference_model(model) if cfg.uses_reference else None
+    if cfg.bf16_params:
+        check_bf16_params(model)
+    # bf16_params: the reference in bf16 too, so the KL penalty starts at exactly 0
+    ref_model = reference_model(model, param_dtype=torch.bfloat16 if cfg.bf16_params else None) \
+        if cfg.uses_reference else None
     ac = ActorCritic(model, build_critic(model, cfg.critic, cfg.critic_init))
     opt = _optimizer(ac, cfg)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, kind=cfg.schedule)
-    tr = prepare(ac, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16)
+    tr = prepare(ac, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16, bf16_params=cfg.bf16_params)
     kl_ctl = make_kl_controller(cfg)
     ckpts = tr.checkpoints(out_dir, keep_last=cfg.keep_last)
     step, cursor, evals = 0, 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, ac, opt, sched)
+        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         kl_ctl.value = last.state["kl_coef"]
@@ -331,7 +338,7 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
                                       seed=(seed * 100_000 + step) * ctx.world_size + ctx.rank)
             t1 = time.time()
             metrics = {**batch.metrics, "kl/coef": kl_ctl.value}
-            data = prepare_rollout(ac, ref_model, batch.packed, batch.rewards, cfg, kl_ctl.value,
+            data = prepare_rollout(tr.compute, ref_model, batch.packed, batch.rewards, cfg, kl_ctl.value,
                                    dense=batch.process[0] if batch.process is not None else None)
             metrics.update(data.metrics)
             ac.train()

@@ -37,7 +37,7 @@ from rlvr.errors import DataError
 from rlvr.models.value_head import ValueHeadModel, one_token_scores, right_pad
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
-from rlvr.trainers.config_fields import CheckpointFields, OptimFields
+from rlvr.trainers.config_fields import CheckpointFields, MasterWeightsFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.prm_data import (STEP_FORMATS, RatedStep, Rating, StepExample, SyntheticConfig,  # noqa: F401
                                     read_step_data, split_by_problem, synthetic_chains, trajectories_from_rated)
@@ -50,7 +50,7 @@ __all__ = ["PRMConfig", "SyntheticConfig", "StepExample", "STEP_FORMATS", "read_
 
 
 
-class PRMConfig(OptimFields, CheckpointFields):
+class PRMConfig(OptimFields, MasterWeightsFields, CheckpointFields):
     lr: float = 1e-3
     """peak learning rate (AdamW)"""
     model: str = "tiny"
@@ -272,12 +272,14 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
     out = Path(cfg.output_dir)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
-    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16, bf16_params=cfg.bf16_params), \
+        context()
     ckpts = tr.checkpoints(out, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
+        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"prm: resumed from {last.path} (step {step})")
     logger = rank_logger(out, name="prm", total_steps=cfg.max_steps, resume_step=step if last else None,
@@ -297,7 +299,7 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
                     continue
                 mb = [enc_train[i] for i in mine[s]]
                 with autocast(cfg.bf16):
-                    logits = step_logits(model, [m[0] for m in mb], [m[1] for m in mb], tok.pad_token_id)
+                    logits = step_logits(tr.compute, [m[0] for m in mb], [m[1] for m in mb], tok.pad_token_id)
                 pairs = [_labelled(lg.float(), m[2]) for lg, m in zip(logits, mb)]
                 lg, y = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
                 # Sum over this micro-batch / labelled steps in the whole step = a global mean over steps.

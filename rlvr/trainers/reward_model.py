@@ -37,7 +37,7 @@ from rlvr.errors import DataError
 from rlvr.models.value_head import ValueHeadModel, last_token_index, one_token_scores, right_pad
 from rlvr.trainers.checkpoint import atomic_write_json
 from rlvr.trainers.common import NonFiniteError, autocast, build_optimizer, build_scheduler, check_finite
-from rlvr.trainers.config_fields import CheckpointFields, OptimFields
+from rlvr.trainers.config_fields import CheckpointFields, MasterWeightsFields, OptimFields
 from rlvr.trainers.logger import rank_logger
 from rlvr.trainers.sft import batch_indices
 
@@ -47,7 +47,7 @@ __all__ = ["RMConfig", "PreferenceGroup", "read_preferences", "split_holdout", "
 _ASSISTANT = "\n\nAssistant:"
 
 
-class RMConfig(OptimFields, CheckpointFields):
+class RMConfig(OptimFields, MasterWeightsFields, CheckpointFields):
     lr: float = 1e-4
     """peak learning rate (AdamW)"""
     model: str = "tiny"
@@ -290,12 +290,14 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False, log_fn: Callable[
     out = Path(cfg.output_dir)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     sched = build_scheduler(opt, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, kind=cfg.schedule)
-    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16), context()
+    tr, ctx = prepare(model, opt, dist, grad_clip=cfg.grad_clip, bf16=cfg.bf16, bf16_params=cfg.bf16_params), \
+        context()
     ckpts = tr.checkpoints(out, keep_last=cfg.keep_last)
     step, evals = 0, []
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
+        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"rm: resumed from {last.path} (step {step})")
     logger = rank_logger(out, name="rm", total_steps=cfg.max_steps, resume_step=step if last else None,
@@ -316,7 +318,7 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False, log_fn: Callable[
                 mb = mine[s]
                 rows = [row for i in mb for row in enc_train[i]]
                 with autocast(cfg.bf16):
-                    rewards = score_texts(model, rows, tok.pad_token_id)
+                    rewards = score_texts(tr.compute, rows, tok.pad_token_id)
                 margins = torch.tensor([train[i].margin for i in mb])
                 loss, st = group_loss(rewards, [len(train[i].responses) for i in mb], margins, cfg, len(idx))
                 check_finite(loss, f"rm step {step + 1}: loss")

@@ -216,3 +216,39 @@ def test_dpo_with_bf16_params_starts_at_zero_reward_and_learns(tmp_path, precomp
     assert rows[0]["loss/total"] == pytest.approx(math.log(2), abs=1e-6)
     assert rows[-1]["rewards/margins"] > 0.5 and rows[-1]["loss/total"] < rows[0]["loss/total"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def _ppo(out, steps, resume=False, **over):
+    from rlvr.rollout import get_engine
+    from rlvr.trainers.ppo import PPOConfig, train_ppo
+    from tasks.registry import get_task
+
+    torch.manual_seed(0)
+    model, tok = load_model_and_tokenizer("tiny", device="cpu")
+    task = get_task("arithmetic", digits=1, ops="+", reverse_answer=True, answer_format="plain", n_test=5,
+                    n_train=20)
+    cfg = PPOConfig(**{**dict(steps=steps, prompts_per_step=4, samples_per_prompt=2, max_new_tokens=4,
+                              ppo_epochs=1, minibatches=1, micro_batch=8, lr=1e-3, critic_lr=1e-3, kl_coef=0.05,
+                              entropy_coef=0.05, bf16_params=True, eval_every=0, checkpoint_every=1), **over})
+    engine = get_engine("hf", model=model, tokenizer=tok)
+    train_ppo(model, tok, engine, task, task.load("train"), cfg, out_dir=out, resume=resume, log_fn=lambda s: None)
+    return model
+
+
+def test_ppo_with_bf16_params_is_on_policy_at_first_and_resumes(tmp_path):
+    """PPO with bf16_params: the behaviour log-probs come from the same bf16 twin as the update's, so a single
+    on-policy pass has ratio exactly 1 (no clipping, approx-KL 0) and step 1's KL to the bf16 reference is 0; a
+    run resumed after step 1 ends with the uninterrupted run's weights and logs."""
+    from rlvr.trainers.logger import read_jsonl
+
+    straight = _ppo(tmp_path / "a", 3)
+    rows = read_jsonl(tmp_path / "a" / "ppo_metrics.jsonl")
+    assert all(r["loss/clipfrac"] == 0.0 and r["loss/approx_kl"] == 0.0 for r in rows)
+    assert rows[0]["kl/seq_sum_mean"] == 0.0 and rows[-1]["kl/seq_sum_mean"] != 0.0
+    assert all(p.dtype == torch.float32 for p in straight.parameters())
+    _ppo(tmp_path / "b", 1)
+    resumed = _ppo(tmp_path / "b", 3, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+    keep = lambda rs: [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/", "verify/"))}  # noqa: E731
+                       for r in rs]
+    assert keep(read_jsonl(tmp_path / "b" / "ppo_metrics.jsonl")) == keep(rows)
