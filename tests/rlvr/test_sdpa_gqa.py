@@ -86,3 +86,27 @@ def test_left_alone_without_grouped_heads_and_used_by_the_hf_engine_copy():
     engine = get_engine("hf", model=gqa, tokenizer=tok, dtype="bfloat16")
     assert engine.model.config._attn_implementation == SDPA_GQA
     assert gqa.config._attn_implementation == "sdpa"          # the trainer's own module is not touched
+
+
+@pytest.mark.parametrize("kv_heads", [2, 6])
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", "none"])
+def test_one_query_attention_equals_sdpa(kv_heads, mask_kind):
+    """The decode-step path: grouped heads read their KV head, masks of either kind, fp32 and bf16."""
+    from rlvr.models.attention import one_query_attention
+
+    torch.manual_seed(0)
+    B, H, K, D = 5, 6, 9, 16
+    q, k, v = torch.randn(B, H, 1, D), torch.randn(B, kv_heads, K, D), torch.randn(B, kv_heads, K, D)
+    keep = torch.ones(B, 1, 1, K, dtype=torch.bool)
+    keep[0, ..., :4] = False
+    keep[3, ..., :1] = False
+    mask = {"bool": keep, "additive": torch.zeros(B, 1, 1, K).masked_fill(~keep, float("-inf")), "none": None}
+    m = mask[mask_kind]
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m, enable_gqa=kv_heads != H)
+    out = one_query_attention(q, k, v, m, scaling=None)
+    assert out.shape == (B, 1, H, D)
+    assert (out - ref.transpose(1, 2)).abs().max() < 1e-5
+    out16 = one_query_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), m, scaling=0.5)
+    ref16 = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=0.5,
+                                                             enable_gqa=kv_heads != H)
+    assert out16.dtype == torch.bfloat16 and (out16.float() - ref16.transpose(1, 2)).abs().max() < 0.03
