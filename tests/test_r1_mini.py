@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_r1_mini_grpo_raises_greedy_pass_at_1(tmp_path):
     # One torch thread for the cold start too: make test runs two test workers, one per core.
-    # Measured (2026-11-27, commit 55c7707): SFT stops at step 567 with 15.0%, GRPO ends at 62.3% (+47.3); ~3 min.
+    # Measured (2026-11-27, session 9, 160 GRPO steps, two SFT threads): SFT stops at step 396 with 16.0%, GRPO ends
+    # at 88.0% (+72.0); the slowest of five seeds gained +23.0 (docs/r1_mini.md).
     code = main(["train", str(REPO / "recipes/r1_mini.yaml"), f"output_dir={tmp_path}", "seed=0",
                  "sft.torch_threads=1", "control.enabled=false", "eval.n=4", "eval.ks=[1,4]"])
     assert code == 0
