@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlvr.distributed.trainable import PlainTrainable
 from rlvr.errors import ConfigError
+from rlvr.trainers.checkpoint import CheckpointManager
 
 __all__ = ["BF16ParamsTrainable", "cast_params", "check_bf16_params"]
 
@@ -96,3 +98,18 @@ class BF16ParamsTrainable(PlainTrainable):
         norm = super().step()
         self.refresh()
         return norm
+
+    def checkpoints(self, out_dir: str | Path, keep_last: int) -> CheckpointManager:
+        return _RefreshingCheckpoints(out_dir, keep_last=keep_last, trainable=self)
+
+
+class _RefreshingCheckpoints(CheckpointManager):
+    """Checkpoints whose restore also refreshes the twin: the restored fp32 weights are the master copy."""
+
+    def __init__(self, run_dir: str | Path, keep_last: int, trainable: BF16ParamsTrainable):
+        super().__init__(run_dir, keep_last=keep_last)
+        self.trainable = trainable
+
+    def restore(self, *args: Any, **kwargs: Any) -> None:
+        super().restore(*args, **kwargs)
+        self.trainable.refresh()

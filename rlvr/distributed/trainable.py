@@ -61,9 +61,6 @@ class Trainable:
     def checkpoints(self, out_dir: str | Path, keep_last: int) -> CheckpointManager:
         raise NotImplementedError
 
-    def refresh(self) -> None:
-        """The weights were changed outside `step()` (a checkpoint restore): update any copy of them we hold."""
-
     @property
     def compute(self) -> torch.nn.Module:
         """The module the training passes run (forward + backward); `module` itself, except with bf16 parameters

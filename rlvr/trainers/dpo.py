@@ -439,7 +439,8 @@ def _reference(model, ref_model, items, pad_id: int, spec: PreferenceLoss, cfg: 
     if ref_model is None and cfg.precompute_ref and not cfg.bf16_params:   # scored now: the model itself, no copy
         return cached_reference_logps(model, items, pad_id, cfg, cache, log_fn), None
     ref = ref_model if ref_model is not None else model
-    ref = ref if ref_model is not None and not cfg.bf16_params else copy.deepcopy(ref)
+    if ref_model is None or cfg.bf16_params:   # the policy itself, or a module about to be cast: a copy
+        ref = copy.deepcopy(ref)
     ref = ref.eval().requires_grad_(False)
     if cfg.bf16_params:    # scored with the policy's numerics, so the implicit rewards start at exactly 0
         cast_params(ref)
@@ -475,7 +476,6 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, items: Sequence[PrefItem],
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
-        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"{name}: resumed from {last.path} (step {step})")
     logger = rank_logger(out_dir, name=name, total_steps=cfg.steps, resume_step=step if last else None,

@@ -441,7 +441,6 @@ def train_grpo(model, tokenizer, engine, task, examples, cfg: GRPOConfig, *, out
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
-        tr.refresh()
         if cfg.ref_sync_every and (ref_state := ckpts.load_extra(last, "reference")) is not None:
             ref_model.load_state_dict(ref_state)
         step, evals = last.state["step"], last.state.get("evals", [])

@@ -317,7 +317,6 @@ def train_ppo(model, tokenizer, engine, task, examples, cfg: PPOConfig, *, out_d
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, ac, opt, sched)
-        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         cursor = last.state["cursors"][ctx.rank] if "cursors" in last.state else last.state["cursor"]
         kl_ctl.value = last.state["kl_coef"]

@@ -279,7 +279,6 @@ def train_prm(cfg: PRMConfig, *, resume: bool = False, log_fn: Callable[[str], N
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
-        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"prm: resumed from {last.path} (step {step})")
     logger = rank_logger(out, name="prm", total_steps=cfg.max_steps, resume_step=step if last else None,

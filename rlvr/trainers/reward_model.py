@@ -297,7 +297,6 @@ def train_reward_model(cfg: RMConfig, *, resume: bool = False, log_fn: Callable[
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
-        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"rm: resumed from {last.path} (step {step})")
     logger = rank_logger(out, name="rm", total_steps=cfg.max_steps, resume_step=step if last else None,

@@ -194,7 +194,6 @@ def _train_sft(model, tokenizer, examples, cfg: SFTConfig, *, out_dir, seed, eva
     last = ckpts.latest() if resume else None
     if last is not None:
         ckpts.restore(last, model, opt, sched)
-        tr.refresh()
         step, evals = last.state["step"], last.state.get("evals", [])
         log_fn(f"{name}: resumed from {last.path} (step {step})")
     logger = rank_logger(out_dir, name=name, total_steps=cfg.max_steps, resume_step=step if last else None,
